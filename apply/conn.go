@@ -1,0 +1,233 @@
+package apply
+
+import (
+	"container/list"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/nqlite/nqlite/service/api"
+	"zombiezen.com/go/sqlite"
+)
+
+// stmtCacheSize is how many prepared statements each connection keeps.
+const stmtCacheSize = 256
+
+// conn is one SQLite connection with its authorizer and a bounded cache of
+// prepared statements. zombiezen's own cache (Conn.Prep) grows without
+// bound and hides whether the authorizer ran, so nqlite keeps its own: the
+// statement and what the authorizer saw when it was prepared.
+type conn struct {
+	c     *sqlite.Conn
+	rec   *recorder
+	lru   *list.List // of *cachedStmt, most recent first
+	cache map[string]*list.Element
+}
+
+type cachedStmt struct {
+	sql  string
+	stmt *sqlite.Stmt
+	info stmtInfo
+}
+
+func newConn(c *sqlite.Conn) (*conn, error) {
+	rec := &recorder{}
+	if err := c.SetAuthorizer(rec); err != nil {
+		return nil, err
+	}
+	return &conn{c: c, rec: rec, lru: list.New(), cache: make(map[string]*list.Element)}, nil
+}
+
+// prepare returns the prepared statement for sql, from the cache or newly
+// prepared. The caller must reset it (release) when done. Errors are
+// *api.Error for policy violations and *StmtError for SQLite's own.
+func (c *conn) prepare(sql string) (*cachedStmt, error) {
+	if el, ok := c.cache[sql]; ok {
+		c.lru.MoveToFront(el)
+		return el.Value.(*cachedStmt), nil
+	}
+	cs := &cachedStmt{sql: sql}
+	c.rec.cur = &cs.info
+	stmt, trailing, err := c.c.PrepareTransient(sql)
+	c.rec.cur = nil
+	if cs.info.denied != nil {
+		if stmt != nil {
+			stmt.Finalize()
+		}
+		return nil, cs.info.denied
+	}
+	if err != nil {
+		return nil, &StmtError{Msg: sqlErrorText(err, sql)}
+	}
+	if stmt == nil {
+		return nil, &StmtError{Msg: "empty statement: it holds only white space or comments"}
+	}
+	if trailing > 0 && len(api.Split(sql[len(sql)-trailing:])) > 0 {
+		stmt.Finalize()
+		return nil, &StmtError{Msg: "more than one SQL statement in one statement: split them"}
+	}
+	if !stmtReadOnly(c.c, stmt) {
+		cs.info.write = true
+	}
+	cs.stmt = stmt
+	c.cache[sql] = c.lru.PushFront(cs)
+	for c.lru.Len() > stmtCacheSize {
+		old := c.lru.Remove(c.lru.Back()).(*cachedStmt)
+		delete(c.cache, old.sql)
+		old.stmt.Finalize()
+	}
+	return cs, nil
+}
+
+// release resets a statement for its next use.
+func (cs *cachedStmt) release() {
+	cs.stmt.Reset()
+	cs.stmt.ClearBindings()
+}
+
+func (c *conn) close() error {
+	for el := c.lru.Front(); el != nil; el = el.Next() {
+		el.Value.(*cachedStmt).stmt.Finalize()
+	}
+	c.lru.Init()
+	c.cache = map[string]*list.Element{}
+	return c.c.Close()
+}
+
+// exec runs nqlite's own statement (no results) with the reserved-table
+// guard lifted.
+func (c *conn) exec(sql string, args ...any) error {
+	c.rec.internal = true
+	defer func() { c.rec.internal = false }()
+	cs, err := c.prepare(sql)
+	if err != nil {
+		return err
+	}
+	defer cs.release()
+	for i, a := range args {
+		bindValue(cs.stmt, i+1, a)
+	}
+	for {
+		row, err := cs.stmt.Step()
+		if err != nil {
+			return fmt.Errorf("%s: %w", sql, err)
+		}
+		if !row {
+			return nil
+		}
+	}
+}
+
+// StmtError is a statement's SQLite error, worded for a person: SQLite's
+// message, the position in the statement when SQLite gives one, and a hint
+// for common mistakes.
+type StmtError struct{ Msg string }
+
+func (e *StmtError) Error() string { return e.Msg }
+
+var posRE = regexp.MustCompile(`^(\d+):(\d+): `)
+
+
+// sqlErrorText turns a zombiezen error into SQLite's own message, with the
+// position SQLite reports. SQLite itself hints at double-quoted strings
+// ("no such column: "bob" - should this be a string literal in
+// single-quotes?"), which matter because zombiezen disables them.
+func sqlErrorText(err error, sql string) string {
+	msg := err.Error()
+	for _, p := range []string{"sqlite: prepare: ", "sqlite: step: ", "sqlite: "} {
+		msg = strings.TrimPrefix(msg, p)
+	}
+	pos := ""
+	if m := posRE.FindStringSubmatch(msg); m != nil {
+		pos = fmt.Sprintf(" (line %s, column %s)", m[1], m[2])
+		msg = msg[len(m[0]):]
+	}
+	if code := sqlite.ErrCode(err); code != sqlite.ResultOK {
+		for _, m := range []string{code.Message(), code.ToPrimary().Message()} {
+			if strings.HasPrefix(msg, m+": ") {
+				msg = msg[len(m)+2:]
+				break
+			}
+		}
+	}
+	return msg + pos
+}
+
+// bindValue binds a parameter value (nil, int64, float64, string, []byte).
+func bindValue(s *sqlite.Stmt, i int, v any) {
+	switch x := v.(type) {
+	case nil:
+		s.BindNull(i)
+	case int64:
+		s.BindInt64(i, x)
+	case int:
+		s.BindInt64(i, int64(x))
+	case float64:
+		s.BindFloat(i, x)
+	case string:
+		s.BindText(i, x)
+	case []byte:
+		s.BindBytes(i, x)
+	case bool:
+		s.BindBool(i, x)
+	default:
+		s.BindText(i, fmt.Sprint(x))
+	}
+}
+
+// bind binds a statement's parameters, checking that what is given matches
+// what the statement expects.
+func bind(s *sqlite.Stmt, st *api.Statement) error {
+	n := s.BindParamCount()
+	if st.Named != nil {
+		used := 0
+		for i := 1; i <= n; i++ {
+			pname := s.BindParamName(i)
+			if pname == "" {
+				return &StmtError{Msg: fmt.Sprintf("parameter %d is positional (?) but named parameters were given", i)}
+			}
+			v, ok := st.Named[pname[1:]]
+			if !ok {
+				return &StmtError{Msg: fmt.Sprintf("no value given for parameter %s", pname)}
+			}
+			bindValue(s, i, v)
+			used++
+		}
+		if used < len(st.Named) {
+			for k := range st.Named {
+				found := false
+				for i := 1; i <= n; i++ {
+					if s.BindParamName(i)[1:] == k {
+						found = true
+						break
+					}
+				}
+				if !found {
+					return &StmtError{Msg: fmt.Sprintf("parameter %q is not used by the statement", k)}
+				}
+			}
+		}
+		return nil
+	}
+	if len(st.Params) != n {
+		return &StmtError{Msg: fmt.Sprintf("statement has %d parameters but %d values were given", n, len(st.Params))}
+	}
+	for i, v := range st.Params {
+		bindValue(s, i+1, v)
+	}
+	return nil
+}
+
+// errorText is the result text of a statement that failed.
+func errorText(err error) string {
+	var se *StmtError
+	if errors.As(err, &se) {
+		return se.Msg
+	}
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return ae.Message
+	}
+	return err.Error()
+}

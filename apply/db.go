@@ -1,0 +1,256 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nqlite/nqlite/service/api"
+	"zombiezen.com/go/sqlite"
+)
+
+// Options configure Open.
+type Options struct {
+	// Node is this node's id; entries it published carry it.
+	Node string
+	// Readers is the number of read-only connections serving local reads
+	// (default 4).
+	Readers int
+	// Logger receives skipped entries and apply errors (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// DB is one replicated database on this node: its SQLite file, the apply
+// connection that alone writes it, a pool of read-only connections for
+// local reads, and the applied stream sequence.
+type DB struct {
+	path string
+	node string
+	log  *slog.Logger
+
+	w      *conn        // the apply connection: only the apply goroutine uses it
+	helper *sqlite.Conn // plain in-memory connection for deterministic date/time
+	clock  entryClock
+
+	readers chan *conn
+	nread   int // readers wanted
+	nopen   int // readers opened
+
+	applied  atomic.Uint64
+	skipped  atomic.Uint64
+	mu       sync.Mutex
+	advanced chan struct{} // closed and replaced each time applied moves
+
+	waitMu  sync.Mutex
+	waiters map[string]chan Outcome
+
+	closed atomic.Bool
+}
+
+// Outcome is the result of applying one entry, delivered to the request
+// that published it.
+type Outcome struct {
+	Seq     uint64
+	Results []api.Result
+}
+
+// ErrClosed is returned by operations on a closed DB.
+var ErrClosed = errors.New("database is closed")
+
+// Open opens (creating if needed) the SQLite file at path in WAL mode and
+// reads the applied sequence stored in it.
+func Open(path string, opts Options) (*DB, error) {
+	if opts.Readers <= 0 {
+		opts.Readers = 4
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	db := &DB{path: path, node: opts.Node, log: opts.Logger, advanced: make(chan struct{}),
+		waiters: make(map[string]chan Outcome), nread: opts.Readers}
+	if err := db.open(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func (db *DB) open() error {
+	wc, err := sqlite.OpenConn(db.path, sqlite.OpenReadWrite|sqlite.OpenCreate|sqlite.OpenWAL|sqlite.OpenNoMutex)
+	if err != nil {
+		return err
+	}
+	wc.SetBusyTimeout(10 * time.Second)
+	if db.w, err = newConn(wc); err != nil {
+		wc.Close()
+		return err
+	}
+	for _, q := range []string{
+		"PRAGMA journal_mode=WAL",
+		// The applied sequence commits with each batch, so a batch lost to a
+		// power cut is re-applied from the stream: NORMAL is safe here.
+		"PRAGMA synchronous=NORMAL",
+		"CREATE TABLE IF NOT EXISTS _nqlite_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+		"INSERT OR IGNORE INTO _nqlite_meta(key, value) VALUES('applied_seq', 0)",
+	} {
+		if err := db.w.exec(q); err != nil {
+			return err
+		}
+	}
+	if err := wc.SetDefensive(true); err != nil {
+		return err
+	}
+	seq, err := db.readApplied(db.w)
+	if err != nil {
+		return err
+	}
+	db.applied.Store(seq)
+	if db.helper, err = sqlite.OpenConn(":memory:", sqlite.OpenReadWrite|sqlite.OpenMemory|sqlite.OpenNoMutex); err != nil {
+		return err
+	}
+	if err := installDeterministic(wc, &db.clock, db.helper); err != nil {
+		return err
+	}
+	db.readers = make(chan *conn, db.nread)
+	for i := 0; i < db.nread; i++ {
+		rc, err := sqlite.OpenConn(db.path, sqlite.OpenReadOnly|sqlite.OpenWAL|sqlite.OpenNoMutex)
+		if err != nil {
+			return err
+		}
+		rc.SetBusyTimeout(5 * time.Second)
+		c, err := newConn(rc)
+		if err != nil {
+			rc.Close()
+			return err
+		}
+		if err := c.exec("PRAGMA query_only=1"); err != nil {
+			c.close()
+			return err
+		}
+		rc.SetDefensive(true)
+		db.readers <- c
+		db.nopen++
+	}
+	return nil
+}
+
+func (db *DB) readApplied(c *conn) (uint64, error) {
+	cs, err := c.prepare("SELECT value FROM _nqlite_meta WHERE key = 'applied_seq'")
+	if err != nil {
+		return 0, err
+	}
+	defer cs.release()
+	row, err := cs.stmt.Step()
+	if err != nil {
+		return 0, err
+	}
+	if !row {
+		return 0, errors.New("applied_seq missing from _nqlite_meta")
+	}
+	return uint64(cs.stmt.ColumnInt64(0)), nil
+}
+
+// Path returns the SQLite file's path.
+func (db *DB) Path() string { return db.path }
+
+// Applied returns the last stream sequence whose entry is committed in the
+// SQLite file.
+func (db *DB) Applied() uint64 { return db.applied.Load() }
+
+// Skipped returns how many stream messages were not valid entries and were
+// skipped since Open.
+func (db *DB) Skipped() uint64 { return db.skipped.Load() }
+
+// WaitApplied blocks until Applied() >= seq or ctx is done (returning
+// ctx.Err()).
+func (db *DB) WaitApplied(ctx context.Context, seq uint64) error {
+	for {
+		db.mu.Lock()
+		ch := db.advanced
+		db.mu.Unlock()
+		if db.applied.Load() >= seq {
+			return nil
+		}
+		if db.closed.Load() {
+			return ErrClosed
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (db *DB) setApplied(seq uint64) {
+	db.applied.Store(seq)
+	db.mu.Lock()
+	close(db.advanced)
+	db.advanced = make(chan struct{})
+	db.mu.Unlock()
+}
+
+// Await registers interest in the outcome of the entry carrying token,
+// before it is published. The channel receives one Outcome when this node
+// applies that entry. cancel must be called when the caller stops waiting.
+func (db *DB) Await(token string) (<-chan Outcome, func()) {
+	ch := make(chan Outcome, 1)
+	db.waitMu.Lock()
+	db.waiters[token] = ch
+	db.waitMu.Unlock()
+	return ch, func() {
+		db.waitMu.Lock()
+		delete(db.waiters, token)
+		db.waitMu.Unlock()
+	}
+}
+
+func (db *DB) hasWaiter(token string) bool {
+	db.waitMu.Lock()
+	defer db.waitMu.Unlock()
+	_, ok := db.waiters[token]
+	return ok
+}
+
+func (db *DB) deliver(token string, o Outcome) {
+	db.waitMu.Lock()
+	ch, ok := db.waiters[token]
+	delete(db.waiters, token)
+	db.waitMu.Unlock()
+	if ok {
+		ch <- o
+	}
+}
+
+// Close closes every connection. The apply loop must have stopped.
+func (db *DB) Close() error {
+	if db.closed.Swap(true) {
+		return nil
+	}
+	db.mu.Lock()
+	close(db.advanced)
+	db.advanced = make(chan struct{})
+	db.mu.Unlock()
+	var errs []error
+	if db.readers != nil {
+		for i := 0; i < db.nopen; i++ {
+			select {
+			case c := <-db.readers:
+				errs = append(errs, c.close())
+			case <-time.After(10 * time.Second):
+				errs = append(errs, errors.New("a read connection was not returned within 10s"))
+			}
+		}
+	}
+	if db.helper != nil {
+		errs = append(errs, db.helper.Close())
+	}
+	if db.w != nil {
+		errs = append(errs, db.w.close())
+	}
+	return errors.Join(errs...)
+}

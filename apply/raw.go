@@ -1,0 +1,59 @@
+package apply
+
+import (
+	"reflect"
+	"unsafe"
+
+	"modernc.org/libc"
+	lib "modernc.org/sqlite/lib"
+	"zombiezen.com/go/sqlite"
+)
+
+// zombiezen.com/go/sqlite does not expose a few C APIs nqlite needs for
+// determinism (sqlite3_set_last_insert_rowid) and lossless results
+// (sqlite3_column_decltype). These helpers read the package's unexported
+// handles through reflect; TestRaw guards the layout they rely on.
+
+func connHandles(c *sqlite.Conn) (*libc.TLS, uintptr) {
+	v := reflect.ValueOf(c).Elem()
+	tls := (*libc.TLS)(unsafe.Pointer(v.FieldByName("tls").Pointer()))
+	return tls, uintptr(v.FieldByName("conn").Uint())
+}
+
+func stmtHandle(s *sqlite.Stmt) uintptr {
+	return uintptr(reflect.ValueOf(s).Elem().FieldByName("stmt").Uint())
+}
+
+// setLastInsertRowID calls sqlite3_set_last_insert_rowid.
+func setLastInsertRowID(c *sqlite.Conn, id int64) {
+	tls, h := connHandles(c)
+	lib.Xsqlite3_set_last_insert_rowid(tls, h, id)
+}
+
+// columnDeclTypes returns sqlite3_column_decltype for each result column
+// ("" for expressions).
+func columnDeclTypes(c *sqlite.Conn, s *sqlite.Stmt) []string {
+	tls, _ := connHandles(c)
+	h := stmtHandle(s)
+	n := s.ColumnCount()
+	out := make([]string, n)
+	for i := 0; i < n; i++ {
+		if p := lib.Xsqlite3_column_decltype(tls, h, int32(i)); p != 0 {
+			out[i] = libc.GoString(p)
+		}
+	}
+	return out
+}
+
+// actionArg2 returns the second string argument of an authorizer action:
+// for OpFunction, the function's name, which zombiezen has no accessor for.
+func actionArg2(a sqlite.Action) string {
+	return reflect.ValueOf(a).FieldByName("arg2").String()
+}
+
+// stmtReadOnly calls sqlite3_stmt_readonly: SQLite's own judgement of
+// whether a prepared statement writes the database.
+func stmtReadOnly(c *sqlite.Conn, s *sqlite.Stmt) bool {
+	tls, _ := connHandles(c)
+	return lib.Xsqlite3_stmt_readonly(tls, stmtHandle(s)) != 0
+}

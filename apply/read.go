@@ -1,0 +1,172 @@
+package apply
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nqlite/nqlite/service/api"
+	"zombiezen.com/go/sqlite"
+)
+
+// Plan is a request whose statements were prepared on a read connection,
+// so that SQLite itself decided whether it writes. A read Plan is run
+// locally with Run; a writing one must go through the stream. Either way
+// the caller must call Run or Close exactly once to return the connection.
+type Plan struct {
+	db    *DB
+	c     *conn
+	stmts []api.Statement
+	cs    []*cachedStmt // nil where preparing failed
+	errs  []error
+	write bool
+}
+
+// Prepare classifies a request. A statement forbidden by nqlite's SQL
+// policy fails the whole request with an *api.Error (400 or 403); a
+// statement SQLite cannot prepare (for example, a table that an earlier
+// statement of the same request creates) is only an error if the request
+// turns out to be a read. ctx bounds the wait for a free read connection.
+func (db *DB) Prepare(ctx context.Context, stmts []api.Statement) (*Plan, error) {
+	c, err := db.takeReader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p := &Plan{db: db, c: c, stmts: stmts, cs: make([]*cachedStmt, len(stmts)), errs: make([]error, len(stmts))}
+	nondet := ""
+	for i := range stmts {
+		cs, err := c.prepare(stmts[i].SQL)
+		if ae, ok := err.(*api.Error); ok {
+			p.Close()
+			return nil, &api.Error{Code: ae.Code, Message: fmt.Sprintf("statement %d: %s", i+1, ae.Message)}
+		}
+		if err != nil {
+			p.errs[i] = err
+			continue
+		}
+		p.cs[i] = cs
+		if cs.info.write {
+			p.write = true
+		}
+		if cs.info.nondeterminism != "" && nondet == "" {
+			nondet = fmt.Sprintf("statement %d: %s", i+1, cs.info.nondeterminism)
+		}
+	}
+	if p.write && nondet != "" {
+		p.Close()
+		return nil, api.Errorf(api.CodeBadRequest, "%s", nondet)
+	}
+	return p, nil
+}
+
+// Write reports whether any statement writes (or controls transactions):
+// the request must become a stream entry.
+func (p *Plan) Write() bool { return p.write }
+
+// Close returns the read connection without running anything.
+func (p *Plan) Close() {
+	if p.c == nil {
+		return
+	}
+	p.db.readers <- p.c
+	p.c = nil
+}
+
+// Run executes a read Plan on its connection and returns one result per
+// statement and the applied sequence the reads saw at least. Several
+// statements run in one read transaction (one consistent snapshot).
+// ctx interrupts a long read (SQLite's sqlite3_interrupt).
+func (p *Plan) Run(ctx context.Context) ([]api.Result, uint64, error) {
+	defer p.Close()
+	if p.write {
+		return nil, 0, fmt.Errorf("plan writes: it must be applied from the stream")
+	}
+	c := p.c
+	c.c.SetInterrupt(ctx.Done())
+	defer c.c.SetInterrupt(nil)
+	seq := p.db.applied.Load()
+	multi := len(p.cs) > 1
+	if multi {
+		if err := c.exec("BEGIN"); err != nil {
+			return nil, 0, err
+		}
+		defer func() {
+			c.c.SetInterrupt(nil)
+			if c.exec("COMMIT") != nil {
+				c.exec("ROLLBACK")
+			}
+		}()
+	}
+	results := make([]api.Result, len(p.cs))
+	for i, cs := range p.cs {
+		if p.errs[i] != nil {
+			results[i].Error = errorText(p.errs[i])
+			continue
+		}
+		if err := bind(cs.stmt, &p.stmts[i]); err != nil {
+			results[i].Error = errorText(err)
+			cs.release()
+			continue
+		}
+		err := readRows(c, cs, &results[i])
+		cs.release()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, 0, api.Errorf(api.CodeTimeout, "statement %d interrupted: request timed out", i+1)
+			}
+			results[i] = api.Result{Error: sqlErrorText(err, cs.sql)}
+		}
+	}
+	return results, seq, nil
+}
+
+// readRows steps a bound statement to its end, collecting its rows into res
+// (columns, declared types and values).
+func readRows(c *conn, cs *cachedStmt, res *api.Result) error {
+	s := cs.stmt
+	n := s.ColumnCount()
+	if n > 0 {
+		res.Columns = make([]string, n)
+		for i := range res.Columns {
+			res.Columns[i] = s.ColumnName(i)
+		}
+		res.Types = columnDeclTypes(c.c, s)
+		res.Values = [][]any{}
+	}
+	for {
+		row, err := s.Step()
+		if err != nil {
+			return err
+		}
+		if !row {
+			return nil
+		}
+		vals := make([]any, n)
+		for i := range vals {
+			switch s.ColumnType(i) {
+			case sqlite.TypeInteger:
+				vals[i] = s.ColumnInt64(i)
+			case sqlite.TypeFloat:
+				vals[i] = s.ColumnFloat(i)
+			case sqlite.TypeText:
+				vals[i] = s.ColumnText(i)
+			case sqlite.TypeBlob:
+				b := make([]byte, s.ColumnLen(i))
+				s.ColumnBytes(i, b)
+				vals[i] = b
+			}
+		}
+		res.Values = append(res.Values, vals)
+	}
+}
+
+func (db *DB) takeReader(ctx context.Context) (*conn, error) {
+	if db.closed.Load() {
+		return nil, ErrClosed
+	}
+	select {
+	case c := <-db.readers:
+		return c, nil
+	case <-ctx.Done():
+		return nil, api.Errorf(api.CodeTimeout, "no read connection became free before the request timed out")
+	}
+}

@@ -1,0 +1,236 @@
+// Command nqlite runs an nqlite node: a replicated SQLite database served
+// over NATS request/reply, with every write ordered by a JetStream stream.
+//
+// With no --nats-url it starts an embedded nats-server with JetStream
+// (state under --data-dir, listening on --nats-listen), so
+//
+//	go run .
+//	nats req nqlite.query.main 'SELECT 1'
+//
+// works on a fresh machine. Every flag can also be set as an environment
+// variable: --nats-url is NQLITE_NATS_URL, --db is NQLITE_DB (comma
+// separated), and so on.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/peterbourgon/ff/v3"
+
+	"github.com/nqlite/nqlite/service"
+)
+
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+type config struct {
+	dataDir    string
+	nodeID     string
+	dbs        listFlag
+	replicas   int
+	readers    int
+	natsURL    string
+	natsListen string
+	creds      string
+	nkey       string
+	token      string
+	user       string
+	password   string
+	tlsCA      string
+	tlsCert    string
+	tlsKey     string
+	jsDomain   string
+	logLevel   string
+}
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "nqlite:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	host, _ := os.Hostname()
+	var c config
+	fs := flag.NewFlagSet("nqlite", flag.ContinueOnError)
+	fs.StringVar(&c.dataDir, "data-dir", "./nqlite-data", "directory for the SQLite files (and the embedded server's JetStream store)")
+	fs.StringVar(&c.nodeID, "node-id", host, "this node's id, unique in the cluster")
+	fs.Var(&c.dbs, "db", "database to serve (repeatable, or comma separated; default main)")
+	fs.IntVar(&c.replicas, "replicas", 1, "JetStream replicas of each database's stream")
+	fs.IntVar(&c.readers, "readers", 4, "read-only SQLite connections per database")
+	fs.StringVar(&c.natsURL, "nats-url", "", "NATS server(s) to connect to; empty starts an embedded nats-server with JetStream")
+	fs.StringVar(&c.natsListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded nats-server ('' listens nowhere)")
+	fs.StringVar(&c.creds, "creds", "", "NATS user credentials file")
+	fs.StringVar(&c.nkey, "nkey", "", "NATS nkey seed file")
+	fs.StringVar(&c.token, "token", "", "NATS authentication token")
+	fs.StringVar(&c.user, "user", "", "NATS user name")
+	fs.StringVar(&c.password, "password", "", "NATS password")
+	fs.StringVar(&c.tlsCA, "tls-ca", "", "CA certificate to verify the NATS server")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "client certificate for NATS TLS")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "client key for NATS TLS")
+	fs.StringVar(&c.jsDomain, "js-domain", "", "JetStream domain (for leaf-node deployments)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: nqlite [flags]\n\nRuns an nqlite node. Every flag is also read from NQLITE_<FLAG> (e.g. NQLITE_NATS_URL).\n\n")
+		fs.PrintDefaults()
+	}
+	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix("NQLITE"), ff.WithEnvVarSplit(",")); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if len(c.dbs) == 0 {
+		c.dbs = listFlag{"main"}
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	url := c.natsURL
+	var ns *server.Server
+	if url == "" {
+		var err error
+		if ns, err = startEmbedded(c); err != nil {
+			return err
+		}
+		defer func() {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+		}()
+		log.Info("embedded nats-server started", "listen", c.natsListen, "store", filepath.Join(c.dataDir, "jetstream"))
+	}
+	nc, err := connect(c, url, ns, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+
+	startCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	node, err := service.Start(startCtx, nc, service.Config{
+		NodeID:    c.nodeID,
+		DataDir:   c.dataDir,
+		Databases: c.dbs,
+		Replicas:  c.replicas,
+		Readers:   c.readers,
+		JSDomain:  c.jsDomain,
+		Logger:    log,
+	})
+	cancel()
+	if err != nil {
+		return err
+	}
+	log.Info("nqlite node serving", "node", c.nodeID, "dbs", c.dbs.String(), "subjects", "nqlite.query.<db>", "version", service.Version)
+	<-ctx.Done()
+	log.Info("stopping: draining requests and finishing the batch being applied")
+	return node.Stop()
+}
+
+func startEmbedded(c config) (*server.Server, error) {
+	opts := &server.Options{
+		ServerName: c.nodeID,
+		JetStream:  true,
+		StoreDir:   filepath.Join(c.dataDir, "jetstream"),
+		NoSigs:     true,
+	}
+	if c.jsDomain != "" {
+		opts.JetStreamDomain = c.jsDomain
+	}
+	if c.natsListen == "" {
+		opts.DontListen = true
+	} else {
+		h, p, err := net.SplitHostPort(c.natsListen)
+		if err != nil {
+			return nil, fmt.Errorf("--nats-listen %q: %w", c.natsListen, err)
+		}
+		port, err := strconv.Atoi(p)
+		if err != nil {
+			return nil, fmt.Errorf("--nats-listen %q: bad port", c.natsListen)
+		}
+		opts.Host, opts.Port = h, port
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats-server: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("embedded nats-server did not start (is %s already in use? set --nats-listen)", c.natsListen)
+	}
+	return ns, nil
+}
+
+func connect(c config, url string, ns *server.Server, log *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name("nqlite " + c.nodeID),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrl()) }),
+	}
+	if ns != nil {
+		opts = append(opts, nats.InProcessServer(ns))
+	}
+	if c.creds != "" {
+		opts = append(opts, nats.UserCredentials(c.creds))
+	}
+	if c.nkey != "" {
+		o, err := nats.NkeyOptionFromSeed(c.nkey)
+		if err != nil {
+			return nil, fmt.Errorf("--nkey: %w", err)
+		}
+		opts = append(opts, o)
+	}
+	if c.token != "" {
+		opts = append(opts, nats.Token(c.token))
+	}
+	if c.user != "" {
+		opts = append(opts, nats.UserInfo(c.user, c.password))
+	}
+	if c.tlsCA != "" {
+		opts = append(opts, nats.RootCAs(c.tlsCA))
+	}
+	if c.tlsCert != "" || c.tlsKey != "" {
+		opts = append(opts, nats.ClientCert(c.tlsCert, c.tlsKey))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS %s: %w", url, err)
+	}
+	return nc, nil
+}

@@ -1,0 +1,431 @@
+// Package service is nqlite's NATS face: it registers the NATS micro
+// service "nqlite", decodes requests on nqlite.query.<db>, answers reads
+// from the local database, publishes writes as entries to the database's
+// JetStream stream and replies once this node has applied them.
+//
+// It reaches SQLite only through package apply. See DESIGN.md beside this
+// file for the trade-offs.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nuid"
+
+	"github.com/nqlite/nqlite/apply"
+	"github.com/nqlite/nqlite/service/api"
+)
+
+// Version is the semantic version the node registers with micro.
+const Version = "0.1.0"
+
+// ServiceName is the micro service name every node registers.
+const ServiceName = "nqlite"
+
+// QueueGroup is the micro queue group of every endpoint: a request goes to
+// exactly one node (the nearest, by NATS queue-group routing).
+const QueueGroup = "nqlite"
+
+// QuerySubject returns the request subject of database db:
+// nqlite.query.<db>.
+func QuerySubject(db string) string { return "nqlite.query." + db }
+
+// EntrySubject returns the subject entries of db are published on:
+// nqlite.entry.<db>. Operators may deny clients publishing to nqlite.entry.>.
+func EntrySubject(db string) string { return "nqlite.entry." + db }
+
+// StreamName returns the JetStream stream of db: NQLITE_<db>.
+func StreamName(db string) string { return "NQLITE_" + db }
+
+// Config configures a Node.
+type Config struct {
+	// NodeID names this node in responses, entries and micro metadata.
+	NodeID string
+	// DataDir holds one SQLite file per database: <DataDir>/<db>.sqlite.
+	DataDir string
+	// Databases served by this node (default ["main"]).
+	Databases []string
+	// Replicas of each stream (JetStream R1 or R3...), default 1.
+	Replicas int
+	// Readers is the number of read connections per database (default 4).
+	Readers int
+	// Duplicates is the stream's duplicate window for idempotency keys
+	// (default 2 minutes, JetStream's default).
+	Duplicates time.Duration
+	// JSDomain selects a JetStream domain (leaf nodes), "" for the local one.
+	JSDomain string
+	// Logger (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Node serves databases over NATS.
+type Node struct {
+	cfg  Config
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	svc  micro.Service
+	log  *slog.Logger
+	dbs  map[string]*database
+	subj map[string]*database // endpoint subject -> database
+
+	ctx      context.Context // cancelled by Stop: ends followers and requests
+	cancel   context.CancelFunc
+	inflight sync.WaitGroup
+	stopOnce sync.Once
+}
+
+type database struct {
+	name   string
+	stream string
+	db     *apply.DB
+	str    jetstream.Stream
+	done   chan error // follower's result
+}
+
+// Start creates or updates each database's stream, opens its SQLite file,
+// resumes applying from the stored sequence, waits until the node has
+// applied every entry the stream held at start-up, and only then registers
+// the micro service. ctx bounds the start-up.
+func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*Node, error) {
+	if cfg.NodeID == "" {
+		return nil, errors.New("node id is empty")
+	}
+	if len(cfg.Databases) == 0 {
+		cfg.Databases = []string{"main"}
+	}
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.Duplicates <= 0 {
+		cfg.Duplicates = 2 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	for _, name := range cfg.Databases {
+		if !api.ValidDBName(name) {
+			return nil, fmt.Errorf("database name %q: use 1-64 of A-Z a-z 0-9 _ -", name)
+		}
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	var js jetstream.JetStream
+	var err error
+	if cfg.JSDomain != "" {
+		js, err = jetstream.NewWithDomain(nc, cfg.JSDomain)
+	} else {
+		js, err = jetstream.New(nc)
+	}
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, nc: nc, js: js, log: cfg.Logger, dbs: map[string]*database{}, subj: map[string]*database{}}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	for _, name := range cfg.Databases {
+		if _, dup := n.dbs[name]; dup {
+			continue
+		}
+		d, err := n.openDatabase(ctx, name)
+		if err != nil {
+			n.Stop()
+			return nil, err
+		}
+		n.dbs[name] = d
+		n.subj[QuerySubject(name)] = d
+	}
+	if err := n.register(); err != nil {
+		n.Stop()
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *Node) openDatabase(ctx context.Context, name string) (*database, error) {
+	d := &database{name: name, stream: StreamName(name), done: make(chan error, 1)}
+	scfg := jetstream.StreamConfig{
+		Name:        d.stream,
+		Description: "nqlite entries of database " + name,
+		Subjects:    []string{EntrySubject(name)},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		Replicas:    n.cfg.Replicas,
+		Duplicates:  n.cfg.Duplicates,
+		AllowDirect: true,
+	}
+	// In a fresh cluster the meta leader may not be elected yet: retry.
+	var err error
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		d.str, err = n.js.CreateOrUpdateStream(cctx, scfg)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("stream %s: %w", d.stream, err)
+		}
+		n.log.Info("waiting for JetStream", "stream", d.stream, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("stream %s: %w", d.stream, err)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	info, err := d.str.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", d.stream, err)
+	}
+	last := info.State.LastSeq
+	d.db, err = apply.Open(filepath.Join(n.cfg.DataDir, name+".sqlite"), apply.Options{
+		Node: n.cfg.NodeID, Readers: n.cfg.Readers, Logger: n.log.With("db", name)})
+	if err != nil {
+		return nil, err
+	}
+	go func() { d.done <- d.db.Follow(n.ctx, n.js, d.stream) }()
+	n.log.Info("catching up", "db", name, "applied", d.db.Applied(), "stream_last_seq", last)
+	if err := d.db.WaitApplied(ctx, last); err != nil {
+		n.cancel()
+		<-d.done
+		d.db.Close()
+		return nil, fmt.Errorf("catch up %s to sequence %d: %w", name, last, err)
+	}
+	return d, nil
+}
+
+func (n *Node) register() error {
+	svc, err := micro.AddService(n.nc, micro.Config{
+		Name:        ServiceName,
+		Version:     Version,
+		Description: "replicated SQLite over NATS JetStream",
+		Metadata:    map[string]string{"node": n.cfg.NodeID},
+		QueueGroup:  QueueGroup,
+		StatsHandler: func(e *micro.Endpoint) any {
+			if d := n.subj[e.Subject]; d != nil {
+				return n.stats(d)
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("micro: %w", err)
+	}
+	n.svc = svc
+	for _, d := range n.dbs {
+		d := d
+		err := svc.AddEndpoint("query_"+d.name, micro.HandlerFunc(func(r micro.Request) {
+			n.inflight.Add(1)
+			go func() {
+				defer n.inflight.Done()
+				n.serve(d, r)
+			}()
+		}), micro.WithEndpointSubject(QuerySubject(d.name)),
+			micro.WithEndpointQueueGroup(QueueGroup),
+			micro.WithEndpointMetadata(map[string]string{"db": d.name}))
+		if err != nil {
+			return fmt.Errorf("micro endpoint %s: %w", d.name, err)
+		}
+	}
+	return nil
+}
+
+// Stats is the endpoint data in micro STATS replies.
+type Stats struct {
+	DB            string `json:"db"`
+	Node          string `json:"node"`
+	Applied       uint64 `json:"applied_seq"`
+	StreamLastSeq uint64 `json:"stream_last_seq"`
+	Lag           uint64 `json:"lag"`
+	Skipped       uint64 `json:"skipped"`
+	StreamError   string `json:"stream_error,omitempty"`
+}
+
+func (n *Node) stats(d *database) Stats {
+	s := Stats{DB: d.name, Node: n.cfg.NodeID, Applied: d.db.Applied(), Skipped: d.db.Skipped()}
+	ctx, cancel := context.WithTimeout(n.ctx, time.Second)
+	defer cancel()
+	if info, err := d.str.Info(ctx); err != nil {
+		s.StreamError = err.Error()
+	} else {
+		s.StreamLastSeq = info.State.LastSeq
+		if s.StreamLastSeq > s.Applied {
+			s.Lag = s.StreamLastSeq - s.Applied
+		}
+	}
+	return s
+}
+
+// DB returns the apply.DB of database name, or nil.
+func (n *Node) DB(name string) *apply.DB {
+	if d := n.dbs[name]; d != nil {
+		return d.db
+	}
+	return nil
+}
+
+// ID returns the node id.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// Stop drains the micro endpoints, waits for requests in flight, finishes
+// the batch being applied and closes the databases.
+func (n *Node) Stop() error {
+	var errs []error
+	n.stopOnce.Do(func() {
+		if n.svc != nil {
+			errs = append(errs, n.svc.Stop())
+		}
+		waitTimeout(&n.inflight, 10*time.Second)
+		n.cancel()
+		for _, d := range n.dbs {
+			if err := <-d.done; err != nil {
+				errs = append(errs, err)
+			}
+			errs = append(errs, d.db.Close())
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+	}
+}
+
+func (n *Node) serve(d *database, r micro.Request) {
+	start := time.Now()
+	resp, err := n.handle(d, r.Data(), start)
+	if err != nil {
+		code := api.ErrorCode(err)
+		msg := err.Error()
+		if code == api.CodeInternal {
+			n.log.Error("request failed", "db", d.name, "err", err)
+		}
+		r.Error(strconv.Itoa(code), msg, api.ErrorBody(msg))
+		return
+	}
+	resp.Node = n.cfg.NodeID
+	resp.Time = float64(time.Since(start).Microseconds()) / 1000
+	if err := r.Respond(resp.AppendJSON(make([]byte, 0, 256))); err != nil {
+		n.log.Warn("respond", "db", d.name, "err", err)
+	}
+}
+
+// handle runs one request and returns its response or an error whose
+// api.ErrorCode is the micro error code.
+func (n *Node) handle(d *database, data []byte, start time.Time) (*api.Response, error) {
+	req, err := api.ParseRequest(data)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithDeadline(n.ctx, start.Add(time.Duration(req.TimeoutMS)*time.Millisecond))
+	defer cancel()
+	if err := n.waitConsistency(ctx, d, req); err != nil {
+		return nil, err
+	}
+	plan, err := d.db.Prepare(ctx, req.Statements)
+	if err != nil {
+		return nil, err
+	}
+	if !plan.Write() {
+		results, seq, err := plan.Run(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &api.Response{Results: results, Seq: seq, Format: req.Format}, nil
+	}
+	plan.Close()
+	return n.write(ctx, d, req)
+}
+
+// waitConsistency applies the read consistency of the request: level
+// strong waits for the stream's last sequence as of now, after_seq for
+// that sequence.
+func (n *Node) waitConsistency(ctx context.Context, d *database, req *api.Request) error {
+	target := req.AfterSeq
+	if req.Level == api.LevelStrong {
+		info, err := d.str.Info(ctx)
+		if err != nil {
+			return api.Errorf(api.CodeUnavailable, "level strong needs the stream's last sequence, but JetStream is unreachable: %v", err)
+		}
+		target = max(target, info.State.LastSeq)
+	}
+	if target == 0 || d.db.Applied() >= target {
+		return nil
+	}
+	if err := d.db.WaitApplied(ctx, target); err != nil {
+		return api.Errorf(api.CodeTimeout, "this node has applied up to sequence %d and did not reach %d within timeout_ms %d", d.db.Applied(), target, req.TimeoutMS)
+	}
+	return nil
+}
+
+// write publishes the request as one entry and waits for this node to
+// apply it.
+func (n *Node) write(ctx context.Context, d *database, req *api.Request) (*api.Response, error) {
+	e := apply.Entry{
+		Node:       n.cfg.NodeID,
+		Token:      nuid.Next(),
+		Time:       time.Now().UnixMilli(),
+		Seed:       rand.Int64(),
+		Tx:         req.Transaction,
+		Statements: req.Statements,
+	}
+	data := e.Encode()
+	if max := n.nc.MaxPayload(); int64(len(data)) > max {
+		return nil, api.Errorf(api.CodeTooLarge, "the request is %d bytes as a stream entry, over the NATS max payload of %d bytes: split it into several requests", len(data), max)
+	}
+	var outcome <-chan apply.Outcome
+	if !req.Queue {
+		ch, stopWaiting := d.db.Await(e.Token)
+		defer stopWaiting()
+		outcome = ch
+	}
+	msg := &nats.Msg{Subject: EntrySubject(d.name), Data: data}
+	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(d.stream)}
+	if req.ID != "" {
+		opts = append(opts, jetstream.WithMsgID(req.ID))
+	}
+	fut, err := n.js.PublishMsgAsync(msg, opts...)
+	if err != nil {
+		return nil, api.Errorf(api.CodeUnavailable, "JetStream is unreachable, the write was not stored: %v", err)
+	}
+	var ack *jetstream.PubAck
+	select {
+	case ack = <-fut.Ok():
+	case err := <-fut.Err():
+		return nil, api.Errorf(api.CodeUnavailable, "JetStream did not store the write: %v", err)
+	case <-ctx.Done():
+		return nil, api.Errorf(api.CodeUnavailable, "JetStream did not acknowledge the write within timeout_ms %d; it may or may not be stored: retry with the same id to be safe", req.TimeoutMS)
+	}
+	if ack.Duplicate {
+		if err := d.db.WaitApplied(ctx, ack.Sequence); err != nil {
+			return nil, api.Errorf(api.CodeTimeout, "duplicate of entry %d, which this node has not applied within timeout_ms %d", ack.Sequence, req.TimeoutMS)
+		}
+		return &api.Response{Results: []api.Result{}, Seq: ack.Sequence, Duplicate: true, Format: req.Format}, nil
+	}
+	if req.Queue {
+		return &api.Response{Results: []api.Result{}, Seq: ack.Sequence, Queued: true, Format: req.Format}, nil
+	}
+	select {
+	case o := <-outcome:
+		return &api.Response{Results: o.Results, Seq: o.Seq, Format: req.Format}, nil
+	case <-ctx.Done():
+		return nil, api.Errorf(api.CodeTimeout, "entry %d is stored and will be applied, but this node did not apply it within timeout_ms %d: read with after_seq %d to see it", ack.Sequence, req.TimeoutMS, ack.Sequence)
+	}
+}
