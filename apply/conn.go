@@ -128,7 +128,6 @@ func (e *StmtError) Error() string { return e.Msg }
 
 var posRE = regexp.MustCompile(`^(\d+):(\d+): `)
 
-
 // sqlErrorText turns a zombiezen error into SQLite's own message, with the
 // position SQLite reports. SQLite itself hints at double-quoted strings
 // ("no such column: "bob" - should this be a string literal in
