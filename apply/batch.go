@@ -37,6 +37,8 @@ type txLost struct {
 // with its error. The outcome therefore does not depend on how entries are
 // grouped into batches, which differs between nodes.
 func (db *DB) ApplyBatch(msgs []Msg) error {
+	db.applyMu.Lock()
+	defer db.applyMu.Unlock()
 	if db.closed.Load() {
 		return ErrClosed
 	}

@@ -49,6 +49,8 @@ type DB struct {
 	waiters map[string]chan Outcome
 
 	closed atomic.Bool
+
+	applyMu sync.Mutex // held while a batch is applied, and by Hold
 }
 
 // Outcome is the result of applying one entry, delivered to the request
@@ -224,6 +226,15 @@ func (db *DB) deliver(token string, o Outcome) {
 	if ok {
 		ch <- o
 	}
+}
+
+// Hold stops this node from applying entries until release is called; the
+// batch being applied finishes first. Tests and fault drills use it to
+// make a node lag behind the stream.
+func (db *DB) Hold() (release func()) {
+	db.applyMu.Lock()
+	var once sync.Once
+	return func() { once.Do(db.applyMu.Unlock) }
 }
 
 // Close closes every connection. The apply loop must have stopped.

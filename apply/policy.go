@@ -28,6 +28,8 @@ type stmtInfo struct {
 	nondeterminism string     // why the statement would differ between nodes if it writes
 }
 
+const errTemp = "temporary tables, views, triggers and indexes (the temp schema) are not supported: they live in one connection and would differ between nodes; use a regular table"
+
 // reservedPrefix names nqlite's own tables and savepoints.
 const reservedPrefix = "_nqlite_"
 
@@ -74,17 +76,18 @@ func (r *recorder) Authorize(a sqlite.Action) sqlite.AuthResult {
 		return deny(api.CodeForbidden, "ATTACH and DETACH are not allowed: an nqlite database is one replicated SQLite file")
 	case sqlite.OpCreateTempIndex, sqlite.OpCreateTempTable, sqlite.OpCreateTempTrigger, sqlite.OpCreateTempView,
 		sqlite.OpDropTempIndex, sqlite.OpDropTempTable, sqlite.OpDropTempTrigger, sqlite.OpDropTempView:
-		return deny(api.CodeBadRequest, "temporary tables, views, triggers and indexes are not supported: they live in one connection and would differ between nodes; use a regular table")
+		return deny(api.CodeBadRequest, errTemp)
 	case sqlite.OpPragma:
 		return r.pragma(info, a, deny)
 	default:
 		// INSERT, UPDATE, DELETE, CREATE/DROP/ALTER, ANALYZE, REINDEX, virtual tables.
 		info.write = true
-		if t := a.Table(); strings.HasPrefix(strings.ToLower(t), reservedPrefix) && !r.internal {
+		if t := a.Table(); op != sqlite.OpAnalyze && op != sqlite.OpReindex &&
+			strings.HasPrefix(strings.ToLower(t), reservedPrefix) && !r.internal {
 			return deny(api.CodeForbidden, "table %s is nqlite's own: it cannot be changed by SQL", t)
 		}
 		if a.Database() == "temp" && !r.internal {
-			return deny(api.CodeBadRequest, "the temp schema is not supported: it lives in one connection and would differ between nodes")
+			return deny(api.CodeBadRequest, errTemp)
 		}
 		if (op == sqlite.OpInsert || op == sqlite.OpUpdate || op == sqlite.OpDelete) && a.Accessor() == "" {
 			info.dml = true

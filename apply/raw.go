@@ -57,3 +57,16 @@ func stmtReadOnly(c *sqlite.Conn, s *sqlite.Stmt) bool {
 	tls, _ := connHandles(c)
 	return lib.Xsqlite3_stmt_readonly(tls, stmtHandle(s)) != 0
 }
+
+// columnNames returns sqlite3_column_name for each result column
+// (zombiezen's ColumnName loses duplicate names).
+func columnNames(c *sqlite.Conn, s *sqlite.Stmt) []string {
+	tls, _ := connHandles(c)
+	h := stmtHandle(s)
+	n := s.ColumnCount()
+	out := make([]string, n)
+	for i := 0; i < n; i++ {
+		out[i] = libc.GoString(lib.Xsqlite3_column_name(tls, h, int32(i)))
+	}
+	return out
+}

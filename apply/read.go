@@ -125,10 +125,7 @@ func readRows(c *conn, cs *cachedStmt, res *api.Result) error {
 	s := cs.stmt
 	n := s.ColumnCount()
 	if n > 0 {
-		res.Columns = make([]string, n)
-		for i := range res.Columns {
-			res.Columns[i] = s.ColumnName(i)
-		}
+		res.Columns = columnNames(c.c, s)
 		res.Types = columnDeclTypes(c.c, s)
 		res.Values = [][]any{}
 	}
