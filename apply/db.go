@@ -34,6 +34,7 @@ type DB struct {
 
 	w      *conn        // the apply connection: only the apply goroutine uses it
 	helper *sqlite.Conn // plain in-memory connection for deterministic date/time
+	hstmts map[string]*sqlite.Stmt
 	clock  entryClock
 
 	readers chan *conn
@@ -114,7 +115,8 @@ func (db *DB) open() error {
 	if db.helper, err = sqlite.OpenConn(":memory:", sqlite.OpenReadWrite|sqlite.OpenMemory|sqlite.OpenNoMutex); err != nil {
 		return err
 	}
-	if err := installDeterministic(wc, &db.clock, db.helper); err != nil {
+	db.hstmts = map[string]*sqlite.Stmt{}
+	if err := installDeterministic(wc, &db.clock, db.helper, db.hstmts); err != nil {
 		return err
 	}
 	db.readers = make(chan *conn, db.nread)
@@ -258,6 +260,9 @@ func (db *DB) Close() error {
 		}
 	}
 	if db.helper != nil {
+		for _, s := range db.hstmts {
+			s.Finalize()
+		}
 		errs = append(errs, db.helper.Close())
 	}
 	if db.w != nil {

@@ -50,7 +50,10 @@ var dateFuncs = []string{"date", "time", "datetime", "julianday", "unixepoch", "
 // functions on the apply connection c. The date/time overrides replace
 // 'now' with the entry time and evaluate the built-in function on a plain
 // in-memory connection (helper), so their results are SQLite's own.
-func installDeterministic(c *sqlite.Conn, k *entryClock, helper *sqlite.Conn) error {
+//
+// The helper's prepared statements are kept in cache, which the caller
+// finalizes before closing helper.
+func installDeterministic(c *sqlite.Conn, k *entryClock, helper *sqlite.Conn, cache map[string]*sqlite.Stmt) error {
 	err := c.CreateFunction("random", &sqlite.FunctionImpl{
 		NArgs:         0,
 		AllowIndirect: true,
@@ -85,7 +88,6 @@ func installDeterministic(c *sqlite.Conn, k *entryClock, helper *sqlite.Conn) er
 	if err != nil {
 		return err
 	}
-	cache := map[string]*sqlite.Stmt{}
 	for _, name := range dateFuncs {
 		name := name
 		err := c.CreateFunction(name, &sqlite.FunctionImpl{

@@ -84,6 +84,8 @@ type Node struct {
 	cancel   context.CancelFunc
 	inflight sync.WaitGroup
 	stopOnce sync.Once
+	mu       sync.RWMutex
+	stopping bool // endpoints unsubscribed: requests still delivered are forwarded
 }
 
 type database struct {
@@ -227,7 +229,14 @@ func (n *Node) register() error {
 	for _, d := range n.dbs {
 		d := d
 		err := svc.AddEndpoint("query_"+d.name, micro.HandlerFunc(func(r micro.Request) {
+			n.mu.RLock()
+			if n.stopping {
+				n.mu.RUnlock()
+				n.forward(r)
+				return
+			}
 			n.inflight.Add(1)
+			n.mu.RUnlock()
 			go func() {
 				defer n.inflight.Done()
 				n.serve(d, r)
@@ -286,7 +295,13 @@ func (n *Node) Stop() error {
 	n.stopOnce.Do(func() {
 		if n.svc != nil {
 			errs = append(errs, n.svc.Stop())
+			// Once the server has our unsubscribe, it routes no more requests
+			// here; requests it already sent are forwarded to other nodes.
+			n.nc.Flush()
 		}
+		n.mu.Lock()
+		n.stopping = true
+		n.mu.Unlock()
 		waitTimeout(&n.inflight, 10*time.Second)
 		n.cancel()
 		for _, d := range n.dbs {
@@ -297,6 +312,17 @@ func (n *Node) Stop() error {
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// forward republishes a request that reached this node after it began to
+// stop to the same subject, with the same reply subject, so another node of
+// the queue group answers it (this node no longer subscribes). With no
+// other node, the requester times out as it would with no node at all.
+func (n *Node) forward(r micro.Request) {
+	msg := &nats.Msg{Subject: r.Subject(), Reply: r.Reply(), Data: r.Data(), Header: nats.Header(r.Headers())}
+	if err := n.nc.PublishMsg(msg); err != nil {
+		n.log.Warn("forward request while stopping", "subject", r.Subject(), "err", err)
+	}
 }
 
 func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
@@ -317,7 +343,7 @@ func (n *Node) serve(d *database, r micro.Request) {
 		if code == api.CodeInternal {
 			n.log.Error("request failed", "db", d.name, "err", err)
 		}
-		r.Error(strconv.Itoa(code), msg, api.ErrorBody(msg))
+		r.Error(strconv.Itoa(code), msg, api.ErrorBody(msg, n.cfg.NodeID))
 		return
 	}
 	resp.Node = n.cfg.NodeID

@@ -81,9 +81,11 @@ type Statement struct {
 
 // Error is a request-level failure: Code is the micro error code
 // (Nats-Service-Error-Code) and Message the text a person can act on.
+// Node is the id of the node that answered, when known.
 type Error struct {
 	Code    int
 	Message string
+	Node    string
 }
 
 func (e *Error) Error() string { return e.Message }

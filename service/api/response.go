@@ -255,9 +255,11 @@ func AppendString(b []byte, s string) []byte {
 }
 
 // ErrorBody returns the JSON body of a request-level error:
-// {"error": "<message>"}.
-func ErrorBody(msg string) []byte {
+// {"error": "<message>", "node": "<node id>"}.
+func ErrorBody(msg, node string) []byte {
 	b := append([]byte(`{"error":`), AppendString(nil, msg)...)
+	b = append(b, `,"node":`...)
+	b = AppendString(b, node)
 	return append(b, '}')
 }
 
@@ -296,7 +298,7 @@ func DecodeResponse(data []byte, code int) (*Response, error) {
 		if code == 0 {
 			code = CodeInternal
 		}
-		return nil, &Error{Code: code, Message: *raw.Error}
+		return nil, &Error{Code: code, Message: *raw.Error, Node: raw.Node}
 	}
 	resp := &Response{Seq: raw.Seq, Node: raw.Node, Time: raw.Time, Duplicate: raw.Duplicate, Queued: raw.Queued, Format: FormatRows}
 	for _, r := range raw.Results {
