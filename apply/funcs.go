@@ -73,7 +73,7 @@ func installDeterministic(c *sqlite.Conn, k *entryClock, helper *sqlite.Conn, ca
 				n = 1
 			}
 			if n > 1<<30 {
-				return sqlite.Value{}, errors.New("string or blob too big")
+				return funcError(ctx, "string or blob too big")
 			}
 			b := make([]byte, n)
 			for i := 0; i < len(b); i += 8 {
@@ -95,7 +95,11 @@ func installDeterministic(c *sqlite.Conn, k *entryClock, helper *sqlite.Conn, ca
 			AllowIndirect: true,
 			Deterministic: true,
 			Scalar: func(ctx sqlite.Context, args []sqlite.Value) (sqlite.Value, error) {
-				return evalDate(helper, cache, k.now, name, args)
+				v, err := evalDate(helper, cache, k.now, name, args)
+				if err != nil {
+					return funcError(ctx, err.Error())
+				}
+				return v, nil
 			},
 		})
 		if err != nil {

@@ -70,3 +70,16 @@ func columnNames(c *sqlite.Conn, s *sqlite.Stmt) []string {
 	}
 	return out
 }
+
+// funcError makes an application-defined SQL function fail with msg.
+// zombiezen v1.4.2 loses the error of a Scalar function (resultError
+// shadows err, so sqlite3_result_error_code gets 0 and SQLite returns the
+// message as the function's value), so the function sets the error code
+// itself and returns the message as the result text, which SQLite then
+// reports as the statement's error. TestDB_Now guards this.
+func funcError(ctx sqlite.Context, msg string) (sqlite.Value, error) {
+	v := reflect.ValueOf(ctx)
+	tls := (*libc.TLS)(unsafe.Pointer(v.FieldByName("tls").Pointer()))
+	lib.Xsqlite3_result_error_code(tls, uintptr(v.FieldByName("ptr").Uint()), lib.SQLITE_ERROR)
+	return sqlite.TextValue(msg), nil
+}
