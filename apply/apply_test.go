@@ -118,11 +118,11 @@ func TestDB_BatchingInvariance(t *testing.T) {
 	dirA, dirB := t.TempDir(), t.TempDir()
 	a := openDB(t, filepath.Join(dirA, "db.sqlite"))
 	for i, m := range msgs {
-		if i == 5 {
+		if i == 3 { // a restart right before last_insert_rowid() and changes() are read
 			a.Close()
 			a = openDB(t, filepath.Join(dirA, "db.sqlite"))
-			if got := a.Applied(); got != 5 {
-				t.Fatalf("applied after reopen: %d, want 5", got)
+			if got := a.Applied(); got != 3 {
+				t.Fatalf("applied after reopen: %d, want 3", got)
 			}
 		}
 		if err := a.ApplyBatch([]Msg{m}); err != nil {
@@ -137,7 +137,7 @@ func TestDB_BatchingInvariance(t *testing.T) {
 	if err := b.ApplyBatch(msgs[3:]); err != nil {
 		t.Fatal(err)
 	}
-	if a.Skipped() != 0 || b.Skipped() != 1 { // a was reopened after the garbage
+	if a.Skipped() != 1 || b.Skipped() != 1 {
 		t.Fatalf("skipped: a %d, b %d", a.Skipped(), b.Skipped())
 	}
 	ids := read(t, b, "SELECT group_concat(id) FROM (SELECT id FROM t WHERE id IN (1, 10, 11, 20, 30) ORDER BY id)")
