@@ -3,6 +3,7 @@ package service_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -367,5 +368,39 @@ func TestNode_GarbageSkipped(t *testing.T) {
 	}
 	if got := scalar(t, c, "SELECT count(*) FROM t"); got != int64(1) {
 		t.Fatalf("rows %v", got)
+	}
+}
+
+func TestNode_MicroStats(t *testing.T) {
+	ns, node, c := single(t)
+	ok(t, do(t, c, "CREATE TABLE t(x); INSERT INTO t VALUES(1)"))
+	release := node.DB("main").Hold()
+	ok(t, do(t, c, `{"statements": ["INSERT INTO t VALUES(2)"], "queue": true}`))
+	nc := servicetest.Connect(t, ns.ClientURL())
+	msg, err := nc.Request("$SRV.STATS.nqlite", nil, 5*time.Second)
+	release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stats struct {
+		Name      string `json:"name"`
+		Version   string `json:"version"`
+		Metadata  map[string]string
+		Endpoints []struct {
+			Subject    string        `json:"subject"`
+			QueueGroup string        `json:"queue_group"`
+			Data       service.Stats `json:"data"`
+		} `json:"endpoints"`
+	}
+	if err := json.Unmarshal(msg.Data, &stats); err != nil {
+		t.Fatalf("%v: %s", err, msg.Data)
+	}
+	if stats.Name != "nqlite" || stats.Version != service.Version || stats.Metadata["node"] != "n1" || len(stats.Endpoints) != 1 {
+		t.Fatalf("stats: %s", msg.Data)
+	}
+	e := stats.Endpoints[0]
+	want := service.Stats{DB: "main", Node: "n1", Applied: 1, StreamLastSeq: 2, Lag: 1}
+	if e.Subject != "nqlite.query.main" || e.QueueGroup != "nqlite" || e.Data != want {
+		t.Fatalf("endpoint stats: got %+v, want %+v", e, want)
 	}
 }
