@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/nqlite/nqlite/service/api"
+	"modernc.org/libc"
 	"zombiezen.com/go/sqlite"
 )
 
@@ -19,16 +20,19 @@ const stmtCacheSize = 256
 // bound and hides whether the authorizer ran, so nqlite keeps its own: the
 // statement and what the authorizer saw when it was prepared.
 type conn struct {
-	c     *sqlite.Conn
-	rec   *recorder
-	lru   *list.List // of *cachedStmt, most recent first
-	cache map[string]*list.Element
+	c      *sqlite.Conn
+	tls    *libc.TLS // c's handles, for the C APIs zombiezen lacks (raw.go)
+	handle uintptr
+	rec    *recorder
+	lru    *list.List // of *cachedStmt, most recent first
+	cache  map[string]*list.Element
 }
 
 type cachedStmt struct {
-	sql  string
-	stmt *sqlite.Stmt
-	info stmtInfo
+	sql    string
+	stmt   *sqlite.Stmt
+	handle uintptr // the sqlite3_stmt*, stable across SQLite's re-prepares
+	info   stmtInfo
 }
 
 func newConn(c *sqlite.Conn) (*conn, error) {
@@ -36,7 +40,8 @@ func newConn(c *sqlite.Conn) (*conn, error) {
 	if err := c.SetAuthorizer(rec); err != nil {
 		return nil, err
 	}
-	return &conn{c: c, rec: rec, lru: list.New(), cache: make(map[string]*list.Element)}, nil
+	tls, h := connHandles(c)
+	return &conn{c: c, tls: tls, handle: h, rec: rec, lru: list.New(), cache: make(map[string]*list.Element)}, nil
 }
 
 // prepare returns the prepared statement for sql, from the cache or newly
@@ -67,10 +72,10 @@ func (c *conn) prepare(sql string) (*cachedStmt, error) {
 		stmt.Finalize()
 		return nil, &StmtError{Msg: "more than one SQL statement in one statement: split them"}
 	}
-	if !stmtReadOnly(c.c, stmt) {
+	cs.stmt, cs.handle = stmt, stmtHandle(stmt)
+	if !c.stmtReadOnly(cs) {
 		cs.info.write = true
 	}
-	cs.stmt = stmt
 	c.cache[sql] = c.lru.PushFront(cs)
 	for c.lru.Len() > stmtCacheSize {
 		old := c.lru.Remove(c.lru.Back()).(*cachedStmt)

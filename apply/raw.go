@@ -25,17 +25,15 @@ func stmtHandle(s *sqlite.Stmt) uintptr {
 }
 
 // setLastInsertRowID calls sqlite3_set_last_insert_rowid.
-func setLastInsertRowID(c *sqlite.Conn, id int64) {
-	tls, h := connHandles(c)
-	lib.Xsqlite3_set_last_insert_rowid(tls, h, id)
+func (c *conn) setLastInsertRowID(id int64) {
+	lib.Xsqlite3_set_last_insert_rowid(c.tls, c.handle, id)
 }
 
 // columnDeclTypes returns sqlite3_column_decltype for each result column
 // ("" for expressions).
-func columnDeclTypes(c *sqlite.Conn, s *sqlite.Stmt) []string {
-	tls, _ := connHandles(c)
-	h := stmtHandle(s)
-	n := s.ColumnCount()
+func (c *conn) columnDeclTypes(cs *cachedStmt) []string {
+	tls, h := c.tls, cs.handle
+	n := cs.stmt.ColumnCount()
 	out := make([]string, n)
 	for i := 0; i < n; i++ {
 		if p := lib.Xsqlite3_column_decltype(tls, h, int32(i)); p != 0 {
@@ -53,17 +51,15 @@ func actionArg2(a sqlite.Action) string {
 
 // stmtReadOnly calls sqlite3_stmt_readonly: SQLite's own judgement of
 // whether a prepared statement writes the database.
-func stmtReadOnly(c *sqlite.Conn, s *sqlite.Stmt) bool {
-	tls, _ := connHandles(c)
-	return lib.Xsqlite3_stmt_readonly(tls, stmtHandle(s)) != 0
+func (c *conn) stmtReadOnly(cs *cachedStmt) bool {
+	return lib.Xsqlite3_stmt_readonly(c.tls, cs.handle) != 0
 }
 
 // columnNames returns sqlite3_column_name for each result column
 // (zombiezen's ColumnName loses duplicate names).
-func columnNames(c *sqlite.Conn, s *sqlite.Stmt) []string {
-	tls, _ := connHandles(c)
-	h := stmtHandle(s)
-	n := s.ColumnCount()
+func (c *conn) columnNames(cs *cachedStmt) []string {
+	tls, h := c.tls, cs.handle
+	n := cs.stmt.ColumnCount()
 	out := make([]string, n)
 	for i := 0; i < n; i++ {
 		out[i] = libc.GoString(lib.Xsqlite3_column_name(tls, h, int32(i)))

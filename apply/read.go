@@ -125,8 +125,8 @@ func readRows(c *conn, cs *cachedStmt, res *api.Result) error {
 	s := cs.stmt
 	n := s.ColumnCount()
 	if n > 0 {
-		res.Columns = columnNames(c.c, s)
-		res.Types = columnDeclTypes(c.c, s)
+		res.Columns = c.columnNames(cs)
+		res.Types = c.columnDeclTypes(cs)
 		res.Values = [][]any{}
 	}
 	for {
