@@ -178,3 +178,25 @@ func TestDB_Prepare(t *testing.T) {
 		p.Close()
 	}
 }
+
+// TestDB_PrepareStaleSchema: a read connection that loaded the schema
+// before an index was created still classifies REINDEX of it (SQLite does
+// not re-check the schema for that prepare error by itself).
+func TestDB_PrepareStaleSchema(t *testing.T) {
+	db := openDB(t, filepath.Join(t.TempDir(), "db.sqlite"))
+	applyOutcome(t, db, 1, entry(1, 1, false, "CREATE TABLE t(x)"))
+	for i := 0; i < 2; i++ { // every read connection loads the schema
+		read(t, db, "SELECT count(*) FROM t")
+	}
+	applyOutcome(t, db, 2, entry(1, 1, false, "CREATE INDEX i ON t(x)"))
+	for i := 0; i < 2; i++ {
+		p, err := db.Prepare(context.Background(), []api.Statement{{SQL: "REINDEX i"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Failed() || !p.Write() {
+			t.Fatalf("REINDEX i: failed %v, write %v", p.Failed(), p.Write())
+		}
+		p.Close()
+	}
+}

@@ -124,6 +124,12 @@ func (c *conn) exec(sql string, args ...any) error {
 	}
 }
 
+// refreshSchema runs a statement reading the schema, which makes SQLite
+// compare the schema cookie and reload a stale schema.
+func (c *conn) refreshSchema() error {
+	return c.exec("SELECT count(*) FROM sqlite_master")
+}
+
 // StmtError is a statement's SQLite error, worded for a person: SQLite's
 // message, the position in the statement when SQLite gives one, and a hint
 // for common mistakes.

@@ -43,6 +43,7 @@ type DB struct {
 
 	applied  atomic.Uint64
 	skipped  atomic.Uint64
+	waiting  atomic.Int64 // callers blocked in WaitApplied
 	mu       sync.Mutex
 	advanced chan struct{} // closed and replaced each time applied moves
 
@@ -169,9 +170,17 @@ func (db *DB) Applied() uint64 { return db.applied.Load() }
 // skipped since Open.
 func (db *DB) Skipped() uint64 { return db.skipped.Load() }
 
+// Waiting returns how many callers are blocked in WaitApplied.
+func (db *DB) Waiting() int64 { return db.waiting.Load() }
+
 // WaitApplied blocks until Applied() >= seq or ctx is done (returning
 // ctx.Err()).
 func (db *DB) WaitApplied(ctx context.Context, seq uint64) error {
+	if db.applied.Load() >= seq {
+		return nil
+	}
+	db.waiting.Add(1)
+	defer db.waiting.Add(-1)
 	for {
 		db.mu.Lock()
 		ch := db.advanced

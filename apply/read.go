@@ -33,8 +33,20 @@ func (db *DB) Prepare(ctx context.Context, stmts []api.Statement) (*Plan, error)
 	}
 	p := &Plan{db: db, c: c, stmts: stmts, cs: make([]*cachedStmt, len(stmts)), errs: make([]error, len(stmts))}
 	nondet := ""
+	refreshed := false
 	for i := range stmts {
 		cs, err := c.prepare(stmts[i].SQL)
+		if _, policy := err.(*api.Error); err != nil && !policy && !refreshed {
+			// The connection's copy of the schema may predate the last
+			// applied entry (SQLite re-reads it only when a statement
+			// runs): refresh it and try once more.
+			refreshed = true
+			if rerr := c.refreshSchema(); rerr != nil {
+				p.Close()
+				return nil, rerr
+			}
+			cs, err = c.prepare(stmts[i].SQL)
+		}
 		if ae, ok := err.(*api.Error); ok {
 			p.Close()
 			return nil, &api.Error{Code: ae.Code, Message: fmt.Sprintf("statement %d: %s", i+1, ae.Message)}
@@ -56,6 +68,17 @@ func (db *DB) Prepare(ctx context.Context, stmts []api.Statement) (*Plan, error)
 		return nil, api.Errorf(api.CodeBadRequest, "%s", nondet)
 	}
 	return p, nil
+}
+
+// Failed reports whether some statement could not be prepared here (for
+// example a table this node has not created yet).
+func (p *Plan) Failed() bool {
+	for _, err := range p.errs {
+		if err != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Write reports whether any statement writes (or controls transactions):

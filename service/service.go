@@ -259,11 +259,12 @@ type Stats struct {
 	StreamLastSeq uint64 `json:"stream_last_seq"`
 	Lag           uint64 `json:"lag"`
 	Skipped       uint64 `json:"skipped"`
+	Waiting       int64  `json:"waiting"` // requests waiting for this node to apply a sequence
 	StreamError   string `json:"stream_error,omitempty"`
 }
 
 func (n *Node) stats(d *database) Stats {
-	s := Stats{DB: d.name, Node: n.cfg.NodeID, Applied: d.db.Applied(), Skipped: d.db.Skipped()}
+	s := Stats{DB: d.name, Node: n.cfg.NodeID, Applied: d.db.Applied(), Skipped: d.db.Skipped(), Waiting: d.db.Waiting()}
 	ctx, cancel := context.WithTimeout(n.ctx, time.Second)
 	defer cancel()
 	if info, err := d.str.Info(ctx); err != nil {
@@ -368,6 +369,21 @@ func (n *Node) handle(d *database, data []byte, start time.Time) (*api.Response,
 	plan, err := d.db.Prepare(ctx, req.Statements)
 	if err != nil {
 		return nil, err
+	}
+	if plan.Failed() && !plan.Write() {
+		// A statement this node cannot prepare may depend on an entry it
+		// has not applied yet (a table another node just created): catch
+		// up with the stream as it is now and classify again, rather than
+		// answer from a stale schema or send a read into the stream.
+		plan.Close()
+		if info, err := d.str.Info(ctx); err == nil && info.State.LastSeq > d.db.Applied() {
+			if err := d.db.WaitApplied(ctx, info.State.LastSeq); err != nil {
+				return nil, api.Errorf(api.CodeTimeout, "a statement cannot be prepared on this node, which has applied up to sequence %d and did not reach the stream's %d within timeout_ms %d", d.db.Applied(), info.State.LastSeq, req.TimeoutMS)
+			}
+		}
+		if plan, err = d.db.Prepare(ctx, req.Statements); err != nil {
+			return nil, err
+		}
 	}
 	if !plan.Write() {
 		results, seq, err := plan.Run(ctx)
