@@ -3,6 +3,7 @@ package apply
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -199,4 +200,26 @@ func TestDB_PrepareStaleSchema(t *testing.T) {
 		}
 		p.Close()
 	}
+}
+
+// FuzzDecodeEntry: any message either decodes to an entry that encodes
+// back to the same bytes' meaning, or is refused with ErrInvalidEntry;
+// never a panic.
+func FuzzDecodeEntry(f *testing.F) {
+	f.Add(entry(1, 2, true, "SELECT 1", "INSERT INTO t VALUES(1)"))
+	f.Add((&Entry{Statements: []api.Statement{{SQL: "x", Params: []any{nil, int64(-1), 1.5, "s", []byte{0}}}, {SQL: "y", Named: map[string]any{"a": int64(1)}}}}).Encode())
+	f.Add([]byte("nq\x01"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		e, err := DecodeEntry(data)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidEntry) {
+				t.Fatalf("error %v does not wrap ErrInvalidEntry", err)
+			}
+			return
+		}
+		again, err := DecodeEntry(e.Encode())
+		if err != nil || !reflect.DeepEqual(again, e) {
+			t.Fatalf("re-encoding: %v\n%+v\n%+v", err, again, e)
+		}
+	})
 }

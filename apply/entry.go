@@ -1,11 +1,11 @@
 package apply
 
 import (
-	"bytes"
-	"encoding/json"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"strconv"
+	"math"
+	"unicode/utf8"
 
 	"github.com/nqlite/nqlite/service/api"
 )
@@ -13,15 +13,6 @@ import (
 // Entry is one message on a database's stream: the statements of a request
 // that writes, and everything a node needs to apply them with the same
 // outcome as every other node.
-//
-// Encoded as JSON:
-//
-//	{"v":1,"node":"n1","tok":"...","t":1732200000123,"seed":-42,"tx":true,
-//	 "stmts":[{"sql":"INSERT ...","p":[1,2.0,"x",{"base64":"AAE="},null]},
-//	          {"sql":"...","n":{"name":1}}]}
-//
-// Parameter values use the api package's JSON conventions (a REAL always
-// has '.' or an exponent), so integers stay INTEGER.
 type Entry struct {
 	// Node is the id of the node that accepted the request; Token is that
 	// node's handle for the waiting request. Other nodes ignore both.
@@ -36,71 +27,104 @@ type Entry struct {
 	Statements []api.Statement
 }
 
-// EntryVersion is the entry format this code writes and reads.
-const EntryVersion = 1
+// The entry encoding is binary, compact and fast to decode (every node
+// decodes every entry, and catch-up is bound by it):
+//
+//	"nq" version(1)
+//	node:str token:str time:varint seed:varint flags:byte (bit 0: tx)
+//	count:uvarint, then per statement:
+//	  sql:str kind:byte (0 none, 1 positional, 2 named) n:uvarint
+//	  n × value (positional) or n × (name:str value) (named)
+//	value: tag:byte then 0 NULL | 1 INTEGER varint | 2 REAL 8 bytes
+//	       little-endian IEEE 754 | 3 TEXT str | 4 BLOB str
+//	str: length:uvarint bytes
+//
+// Decoding is strict: every byte is accounted for, strings are valid UTF-8
+// (BLOBs excepted), so a message that is not an entry is recognised and
+// skipped the same way by every node.
+const (
+	entryMagic0  = 'n'
+	entryMagic1  = 'q'
+	EntryVersion = 1 // the entry format this code writes and reads
+)
+
+const (
+	tagNull byte = iota
+	tagInt
+	tagReal
+	tagText
+	tagBlob
+)
 
 // Encode returns the entry's stream message body.
 func (e *Entry) Encode() []byte {
-	b := make([]byte, 0, 128)
-	b = append(b, `{"v":1,"node":`...)
-	b = api.AppendString(b, e.Node)
-	b = append(b, `,"tok":`...)
-	b = api.AppendString(b, e.Token)
-	b = append(b, `,"t":`...)
-	b = strconv.AppendInt(b, e.Time, 10)
-	b = append(b, `,"seed":`...)
-	b = strconv.AppendInt(b, e.Seed, 10)
+	n := 32 + len(e.Node) + len(e.Token)
+	for _, st := range e.Statements {
+		n += len(st.SQL) + 12 + 12*(len(st.Params)+len(st.Named))
+	}
+	b := make([]byte, 0, n)
+	b = append(b, entryMagic0, entryMagic1, EntryVersion)
+	b = appendStr(b, e.Node)
+	b = appendStr(b, e.Token)
+	b = binary.AppendVarint(b, e.Time)
+	b = binary.AppendVarint(b, e.Seed)
+	var flags byte
 	if e.Tx {
-		b = append(b, `,"tx":true`...)
+		flags |= 1
 	}
-	b = append(b, `,"stmts":[`...)
-	for i, st := range e.Statements {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, `{"sql":`...)
-		b = api.AppendString(b, st.SQL)
-		if st.Params != nil {
-			b = append(b, `,"p":[`...)
-			for j, v := range st.Params {
-				if j > 0 {
-					b = append(b, ',')
-				}
-				b = api.AppendValue(b, v)
-			}
-			b = append(b, ']')
-		}
-		if st.Named != nil {
-			b = append(b, `,"n":{`...)
-			j := 0
+	b = append(b, flags)
+	b = binary.AppendUvarint(b, uint64(len(e.Statements)))
+	for _, st := range e.Statements {
+		b = appendStr(b, st.SQL)
+		switch {
+		case st.Named != nil:
+			b = append(b, 2)
+			b = binary.AppendUvarint(b, uint64(len(st.Named)))
 			for k, v := range st.Named {
-				if j > 0 {
-					b = append(b, ',')
-				}
-				j++
-				b = api.AppendString(b, k)
-				b = append(b, ':')
-				b = api.AppendValue(b, v)
+				b = appendStr(b, k)
+				b = appendValue(b, v)
 			}
-			b = append(b, '}')
+		case st.Params != nil:
+			b = append(b, 1)
+			b = binary.AppendUvarint(b, uint64(len(st.Params)))
+			for _, v := range st.Params {
+				b = appendValue(b, v)
+			}
+		default:
+			b = append(b, 0, 0)
 		}
-		b = append(b, '}')
 	}
-	return append(b, "]}"...)
+	return b
 }
 
-type rawEntry struct {
-	V     int    `json:"v"`
-	Node  string `json:"node"`
-	Tok   string `json:"tok"`
-	T     int64  `json:"t"`
-	Seed  int64  `json:"seed"`
-	Tx    bool   `json:"tx"`
-	Stmts []struct {
-		SQL *string        `json:"sql"`
-		P   []any          `json:"p"`
-		N   map[string]any `json:"n"`
-	} `json:"stmts"`
+func appendStr(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendValue(b []byte, v any) []byte {
+	switch x := v.(type) {
+	case nil:
+		return append(b, tagNull)
+	case int64:
+		return binary.AppendVarint(append(b, tagInt), x)
+	case int:
+		return binary.AppendVarint(append(b, tagInt), int64(x))
+	case bool:
+		if x {
+			return binary.AppendVarint(append(b, tagInt), 1)
+		}
+		return binary.AppendVarint(append(b, tagInt), 0)
+	case float64:
+		return binary.LittleEndian.AppendUint64(append(b, tagReal), math.Float64bits(x))
+	case string:
+		return appendStr(append(b, tagText), x)
+	case []byte:
+		b = binary.AppendUvarint(append(b, tagBlob), uint64(len(x)))
+		return append(b, x...)
+	default:
+		return appendStr(append(b, tagText), fmt.Sprint(x))
+	}
 }
 
 // ErrInvalidEntry is wrapped by DecodeEntry's errors: the message is not an
@@ -109,49 +133,151 @@ var ErrInvalidEntry = errors.New("invalid entry")
 
 // DecodeEntry decodes a stream message body.
 func DecodeEntry(data []byte) (*Entry, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	dec.DisallowUnknownFields()
-	var r rawEntry
-	if err := dec.Decode(&r); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidEntry, err)
+	if len(data) < 3 || data[0] != entryMagic0 || data[1] != entryMagic1 {
+		return nil, fmt.Errorf("%w: not an nqlite entry", ErrInvalidEntry)
 	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: data after the entry", ErrInvalidEntry)
+	if data[2] != EntryVersion {
+		return nil, fmt.Errorf("%w: format version %d, this node reads %d", ErrInvalidEntry, data[2], EntryVersion)
 	}
-	if r.V != EntryVersion {
-		return nil, fmt.Errorf("%w: version %d, want %d", ErrInvalidEntry, r.V, EntryVersion)
+	d := decoder{b: data[3:]}
+	e := &Entry{Node: d.str(true), Token: d.str(true), Time: d.varint(), Seed: d.varint()}
+	flags := d.byte()
+	if flags&^1 != 0 && d.err == nil {
+		d.fail("unknown flags %#x", flags)
 	}
-	if len(r.Stmts) == 0 {
-		return nil, fmt.Errorf("%w: no statements", ErrInvalidEntry)
+	e.Tx = flags&1 != 0
+	n := d.count()
+	if n == 0 && d.err == nil {
+		d.fail("no statements")
 	}
-	e := &Entry{Node: r.Node, Token: r.Tok, Time: r.T, Seed: r.Seed, Tx: r.Tx, Statements: make([]api.Statement, len(r.Stmts))}
-	for i, s := range r.Stmts {
-		if s.SQL == nil {
-			return nil, fmt.Errorf("%w: statement %d has no sql", ErrInvalidEntry, i+1)
-		}
-		st := api.Statement{SQL: *s.SQL}
-		if s.P != nil {
-			st.Params = make([]any, len(s.P))
-			for j, v := range s.P {
-				val, err := api.ValueFromJSON(v)
-				if err != nil {
-					return nil, fmt.Errorf("%w: statement %d parameter %d: %v", ErrInvalidEntry, i+1, j+1, err)
-				}
-				st.Params[j] = val
+	if d.err == nil {
+		e.Statements = make([]api.Statement, n)
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		st := &e.Statements[i]
+		st.SQL = d.str(true)
+		kind := d.byte()
+		m := d.count()
+		switch kind {
+		case 0:
+			if m != 0 {
+				d.fail("statement %d: %d values without a parameter kind", i+1, m)
 			}
-		}
-		if s.N != nil {
-			st.Named = make(map[string]any, len(s.N))
-			for k, v := range s.N {
-				val, err := api.ValueFromJSON(v)
-				if err != nil {
-					return nil, fmt.Errorf("%w: statement %d parameter %q: %v", ErrInvalidEntry, i+1, k, err)
-				}
-				st.Named[k] = val
+		case 1:
+			st.Params = make([]any, 0, m)
+			for j := 0; j < m && d.err == nil; j++ {
+				st.Params = append(st.Params, d.value())
 			}
+		case 2:
+			st.Named = make(map[string]any, m)
+			for j := 0; j < m && d.err == nil; j++ {
+				k := d.str(true)
+				st.Named[k] = d.value()
+			}
+		default:
+			d.fail("statement %d: unknown parameter kind %d", i+1, kind)
 		}
-		e.Statements[i] = st
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("%d bytes after the last statement", len(d.b))
+	}
+	if d.err != nil {
+		return nil, d.err
 	}
 	return e, nil
+}
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(format string, args ...any) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: %s", ErrInvalidEntry, fmt.Sprintf(format, args...))
+	}
+	d.b = nil
+}
+
+func (d *decoder) byte() byte {
+	if len(d.b) < 1 {
+		d.fail("truncated")
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
+}
+
+func (d *decoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail("truncated or bad varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail("truncated or bad varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+// count reads a length that must fit in what is left of the message.
+func (d *decoder) count() int {
+	v := d.uvarint()
+	if v > uint64(len(d.b)) {
+		d.fail("count %d exceeds the message", v)
+		return 0
+	}
+	return int(v)
+}
+
+func (d *decoder) bytes() []byte {
+	n := d.count()
+	if d.err != nil {
+		return nil
+	}
+	s := d.b[:n:n]
+	d.b = d.b[n:]
+	return s
+}
+
+func (d *decoder) str(utf bool) string {
+	s := d.bytes()
+	if utf && !utf8.Valid(s) {
+		d.fail("text is not valid UTF-8")
+		return ""
+	}
+	return string(s)
+}
+
+func (d *decoder) value() any {
+	switch tag := d.byte(); tag {
+	case tagNull:
+		return nil
+	case tagInt:
+		return d.varint()
+	case tagReal:
+		if len(d.b) < 8 {
+			d.fail("truncated REAL")
+			return nil
+		}
+		f := math.Float64frombits(binary.LittleEndian.Uint64(d.b))
+		d.b = d.b[8:]
+		return f
+	case tagText:
+		return d.str(true)
+	case tagBlob:
+		return append([]byte{}, d.bytes()...)
+	default:
+		d.fail("unknown value tag %d", tag)
+		return nil
+	}
 }

@@ -15,9 +15,19 @@ import (
 // the same values on every node, in the SQL text, in column DEFAULTs and in
 // triggers alike.
 type entryClock struct {
-	now   string // entry time as SQLite time text, UTC, millisecond precision
+	t     int64  // entry time, Unix milliseconds
+	now   string // t as SQLite time text (UTC, ms), formatted on first use
 	seed  uint64
 	state uint64 // splitmix64 state, reseeded per statement
+}
+
+// nowText returns the entry time as SQLite time text, UTC, millisecond
+// precision ("2006-01-02 15:04:05.000").
+func (k *entryClock) nowText() string {
+	if k.now == "" {
+		k.now = time.UnixMilli(k.t).UTC().Format("2006-01-02 15:04:05.000")
+	}
+	return k.now
 }
 
 // reset sets the clock for statement i of an entry with time t (unix ms)
@@ -25,7 +35,9 @@ type entryClock struct {
 // earlier statements ran (a failed statement consumes no randomness of the
 // next).
 func (k *entryClock) reset(t int64, seed int64, stmt int) {
-	k.now = time.UnixMilli(t).UTC().Format("2006-01-02 15:04:05.000")
+	if t != k.t || k.now == "" {
+		k.t, k.now = t, ""
+	}
 	k.seed = uint64(seed)
 	k.state = k.seed ^ (uint64(stmt+1) * 0x9E3779B97F4A7C15)
 }
@@ -95,7 +107,7 @@ func installDeterministic(c *sqlite.Conn, k *entryClock, helper *sqlite.Conn, ca
 			AllowIndirect: true,
 			Deterministic: true,
 			Scalar: func(ctx sqlite.Context, args []sqlite.Value) (sqlite.Value, error) {
-				v, err := evalDate(helper, cache, k.now, name, args)
+				v, err := evalDate(helper, cache, k.nowText(), name, args)
 				if err != nil {
 					return funcError(ctx, err.Error())
 				}

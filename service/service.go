@@ -86,7 +86,14 @@ type Node struct {
 	stopOnce sync.Once
 	mu       sync.RWMutex
 	stopping bool // endpoints unsubscribed: requests still delivered are forwarded
+	work     chan func()
 }
+
+// workers is the number of long-lived request goroutines. SQLite (through
+// modernc) needs deep stacks; a goroutine per request would grow a fresh
+// stack every time. Requests beyond the idle workers get a goroutine of
+// their own.
+const workers = 32
 
 type database struct {
 	name   string
@@ -136,6 +143,14 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, nc: nc, js: js, log: cfg.Logger, dbs: map[string]*database{}, subj: map[string]*database{}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.work = make(chan func())
+	for i := 0; i < workers; i++ {
+		go func() {
+			for f := range n.work {
+				f()
+			}
+		}()
+	}
 	for _, name := range cfg.Databases {
 		if _, dup := n.dbs[name]; dup {
 			continue
@@ -237,10 +252,15 @@ func (n *Node) register() error {
 			}
 			n.inflight.Add(1)
 			n.mu.RUnlock()
-			go func() {
+			job := func() {
 				defer n.inflight.Done()
 				n.serve(d, r)
-			}()
+			}
+			select {
+			case n.work <- job:
+			default:
+				go job()
+			}
 		}), micro.WithEndpointSubject(QuerySubject(d.name)),
 			micro.WithEndpointQueueGroup(QueueGroup),
 			micro.WithEndpointMetadata(map[string]string{"db": d.name}))
@@ -304,6 +324,7 @@ func (n *Node) Stop() error {
 		n.stopping = true
 		n.mu.Unlock()
 		waitTimeout(&n.inflight, 10*time.Second)
+		close(n.work)
 		n.cancel()
 		for _, d := range n.dbs {
 			if err := <-d.done; err != nil {

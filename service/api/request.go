@@ -181,19 +181,20 @@ func decodeJSON(data []byte) (any, error) {
 }
 
 type requestObject struct {
-	Statements  json.RawMessage `json:"statements"`
-	Transaction bool            `json:"transaction"`
-	Level       string          `json:"level"`
-	AfterSeq    uint64          `json:"after_seq"`
-	Queue       bool            `json:"queue"`
-	ID          string          `json:"id"`
-	Format      string          `json:"format"`
-	TimeoutMS   *int            `json:"timeout_ms"`
+	Statements  any    `json:"statements"`
+	Transaction bool   `json:"transaction"`
+	Level       string `json:"level"`
+	AfterSeq    uint64 `json:"after_seq"`
+	Queue       bool   `json:"queue"`
+	ID          string `json:"id"`
+	Format      string `json:"format"`
+	TimeoutMS   *int   `json:"timeout_ms"`
 }
 
 func parseObject(data []byte, req *Request) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
+	dec.UseNumber()
 	var o requestObject
 	if err := dec.Decode(&o); err != nil {
 		return Errorf(CodeBadRequest, "request object: %v (fields: statements, transaction, level, after_seq, queue, id, format, timeout_ms)", err)
@@ -201,18 +202,15 @@ func parseObject(data []byte, req *Request) error {
 	if dec.More() {
 		return Errorf(CodeBadRequest, "request is not valid JSON: data after the end of the JSON object")
 	}
-	if len(o.Statements) == 0 || string(o.Statements) == "null" {
+	if o.Statements == nil {
 		return Errorf(CodeBadRequest, "request object has no \"statements\"")
 	}
-	v, err := decodeJSON(o.Statements)
-	if err != nil {
-		return err
-	}
-	switch s := v.(type) {
+	var err error
+	switch s := o.Statements.(type) {
 	case string:
 		req.Statements = textStatements(s)
 	default:
-		if req.Statements, err = statementsFromJSON(v); err != nil {
+		if req.Statements, err = statementsFromJSON(s); err != nil {
 			return err
 		}
 	}

@@ -8,7 +8,10 @@ package servicetest
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -158,6 +161,10 @@ func StartNode(tb testing.TB, url string, cfg service.Config) *Node {
 	}
 	if cfg.NodeID == "" {
 		cfg.NodeID = "n1"
+	}
+	if cfg.Logger == nil && os.Getenv("NQLITE_TEST_LOG") == "" {
+		// Node logs (catching up, skipped entries) only with NQLITE_TEST_LOG=1.
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond), nats.Name("nqlite "+cfg.NodeID))
 	if err != nil {
