@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -15,7 +17,7 @@ import (
 
 func openDB(tb testing.TB, path string) *DB {
 	tb.Helper()
-	db, err := Open(path, Options{Node: "n1", Readers: 2})
+	db, err := Open(path, Options{Node: "n1", Readers: 2, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -38,7 +40,7 @@ func read(tb testing.TB, db *DB, sql string) [][]any {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	res, _, err := p.Run(context.Background())
+	res, _, err := p.Run(context.Background(), 0)
 	if err != nil || res[0].Error != "" {
 		tb.Fatalf("%s: %v %s", sql, err, res[0].Error)
 	}
@@ -166,7 +168,7 @@ func TestDB_Prepare(t *testing.T) {
 	for sql, write := range map[string]bool{
 		"SELECT * FROM t": false, "EXPLAIN SELECT 1": false, "PRAGMA table_info(t)": false, "PRAGMA user_version": false,
 		"INSERT INTO t VALUES(1)": true, "BEGIN": true, "COMMIT": true, "SAVEPOINT a": true, "PRAGMA user_version=3": true,
-		"CREATE TABLE u(y)": true, "DROP TABLE t": true, "VACUUM": true,
+		"CREATE TABLE u(y)": true, "DROP TABLE t": true, "DROP TABLE IF EXISTS nosuch": true,
 	} {
 		p, err := db.Prepare(context.Background(), []api.Statement{{SQL: sql}})
 		if err != nil {
@@ -177,6 +179,13 @@ func TestDB_Prepare(t *testing.T) {
 			t.Errorf("%s: write %v, want %v", sql, p.Write(), write)
 		}
 		p.Close()
+	}
+	for _, sql := range []string{"VACUUM", "VACUUM INTO 'x.db'"} {
+		_, err := db.Prepare(context.Background(), []api.Statement{{SQL: sql}})
+		var ae *api.Error
+		if !errors.As(err, &ae) || ae.Code != api.CodeForbidden {
+			t.Errorf("%s: %v, want 403", sql, err)
+		}
 	}
 }
 

@@ -242,7 +242,7 @@ func (db *DB) applyStatement(e *Entry, j, mi int, res *api.Result, stack *[]stri
 	}
 	var stepErr error
 	if collect {
-		stepErr = readRows(w, cs, res)
+		stepErr = readRows(w, cs, res, nil)
 	} else {
 		for {
 			row, err := cs.stmt.Step()

@@ -35,7 +35,20 @@ type cachedStmt struct {
 	info   stmtInfo
 }
 
+// Limits set on every connection (https://sqlite.org/limits.html). They
+// are the same on every node, so a statement over one fails the same way
+// everywhere. MaxValueBytes bounds one TEXT or BLOB (SQLITE_LIMIT_LENGTH),
+// MaxSQLBytes one statement's text.
+const (
+	MaxValueBytes = 16 << 20
+	MaxSQLBytes   = 8 << 20
+)
+
 func newConn(c *sqlite.Conn) (*conn, error) {
+	c.Limit(sqlite.LimitLength, MaxValueBytes)
+	c.Limit(sqlite.LimitSQLLength, MaxSQLBytes)
+	c.Limit(sqlite.LimitAttached, 0)
+	c.Limit(sqlite.LimitWorkerThreads, 0)
 	rec := &recorder{}
 	if err := c.SetAuthorizer(rec); err != nil {
 		return nil, err
@@ -73,8 +86,15 @@ func (c *conn) prepare(sql string) (*cachedStmt, error) {
 		return nil, &StmtError{Msg: "more than one SQL statement in one statement: split them"}
 	}
 	cs.stmt, cs.handle = stmt, stmtHandle(stmt)
-	if !c.stmtReadOnly(cs) {
+	if !c.stmtReadOnly(cs) && (cs.info.acted || !cs.info.pragmaRead) {
 		cs.info.write = true
+		if !cs.info.acted && !c.rec.internal && c.isVacuum(sql) {
+			// VACUUM cannot run in the apply transaction, and VACUUM INTO
+			// would write a file on the node. (No authorizer action
+			// reports VACUUM: it is recognised by its bytecode.)
+			stmt.Finalize()
+			return nil, api.Errorf(api.CodeForbidden, "VACUUM and VACUUM INTO are not allowed: the apply runs in a transaction, and a file written on one node is not replicated")
+		}
 	}
 	c.cache[sql] = c.lru.PushFront(cs)
 	for c.lru.Len() > stmtCacheSize {
@@ -83,6 +103,29 @@ func (c *conn) prepare(sql string) (*cachedStmt, error) {
 		old.stmt.Finalize()
 	}
 	return cs, nil
+}
+
+// isVacuum reports whether sql compiles to SQLite's OP_Vacuum, asking
+// SQLite for the statement's bytecode (EXPLAIN). Only statements SQLite
+// calls writing but for which the authorizer reported no action get here
+// (VACUUM, DROP ... IF EXISTS of nothing), so the cost is rare.
+func (c *conn) isVacuum(sql string) bool {
+	c.rec.internal = true
+	defer func() { c.rec.internal = false }()
+	stmt, _, err := c.c.PrepareTransient("EXPLAIN " + sql)
+	if err != nil {
+		return false
+	}
+	defer stmt.Finalize()
+	for {
+		row, err := stmt.Step()
+		if err != nil || !row {
+			return false
+		}
+		if stmt.ColumnText(1) == "Vacuum" {
+			return true
+		}
+	}
 }
 
 // release resets a statement for its next use.

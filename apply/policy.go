@@ -14,6 +14,12 @@ type stmtInfo struct {
 	// write: the statement changes the database or is transaction control,
 	// so it must go through the stream.
 	write bool
+	// acted: the authorizer saw a write action (INSERT, CREATE, BEGIN...);
+	// a statement SQLite calls not read-only without one is VACUUM.
+	acted bool
+	// pragmaRead: a PRAGMA that only reads (SQLite calls some of those,
+	// like journal_mode, not read-only).
+	pragmaRead bool
 	// dml: a top-level INSERT, UPDATE or DELETE, whose sqlite3_changes()
 	// is reported as rows_affected.
 	dml bool
@@ -62,10 +68,10 @@ func (r *recorder) Authorize(a sqlite.Action) sqlite.AuthResult {
 			info.nondeterminism = "total_changes() counts the changes of one connection and differs between nodes: use changes() or RETURNING"
 		}
 	case sqlite.OpTransaction:
-		info.write = true
+		info.write, info.acted = true, true
 		info.txOp = strings.ToUpper(a.Operation())
 	case sqlite.OpSavepoint:
-		info.write = true
+		info.write, info.acted = true, true
 		info.savepoint = true
 		info.spOp = strings.ToUpper(a.Operation())
 		info.spName = a.Savepoint()
@@ -81,7 +87,7 @@ func (r *recorder) Authorize(a sqlite.Action) sqlite.AuthResult {
 		return r.pragma(info, a, deny)
 	default:
 		// INSERT, UPDATE, DELETE, CREATE/DROP/ALTER, ANALYZE, REINDEX, virtual tables.
-		info.write = true
+		info.write, info.acted = true, true
 		if t := a.Table(); op != sqlite.OpAnalyze && op != sqlite.OpReindex &&
 			strings.HasPrefix(strings.ToLower(t), reservedPrefix) && !r.internal {
 			return deny(api.CodeForbidden, "table %s is nqlite's own: it cannot be changed by SQL", t)
@@ -128,11 +134,13 @@ func (r *recorder) pragma(info *stmtInfo, a sqlite.Action, deny func(int, string
 	case r.internal:
 		return sqlite.AuthResultOK
 	case introspectionPragmas[name]:
+		info.pragmaRead = true
 		return sqlite.AuthResultOK
 	case arg == "" && readablePragmas[name]:
+		info.pragmaRead = true
 		return sqlite.AuthResultOK
 	case persistentPragmas[name]:
-		info.write = true
+		info.write, info.acted = true, true
 		return sqlite.AuthResultOK
 	case readablePragmas[name]:
 		return deny(api.CodeForbidden, "PRAGMA %s cannot be set: nqlite manages connection state, journaling and durability so that every node stays identical (reading it is allowed)", name)

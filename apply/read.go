@@ -19,6 +19,7 @@ type Plan struct {
 	cs    []*cachedStmt // nil where preparing failed
 	errs  []error
 	write bool
+	first int // index of the first writing statement
 }
 
 // Prepare classifies a request. A statement forbidden by nqlite's SQL
@@ -36,10 +37,11 @@ func (db *DB) Prepare(ctx context.Context, stmts []api.Statement) (*Plan, error)
 	refreshed := false
 	for i := range stmts {
 		cs, err := c.prepare(stmts[i].SQL)
-		if _, policy := err.(*api.Error); err != nil && !policy && !refreshed {
+		if err != nil && !refreshed {
 			// The connection's copy of the schema may predate the last
 			// applied entry (SQLite re-reads it only when a statement
-			// runs): refresh it and try once more.
+			// runs), and with it a table or a trigger the error is about:
+			// refresh it and try once more.
 			refreshed = true
 			if rerr := c.refreshSchema(); rerr != nil {
 				p.Close()
@@ -56,8 +58,8 @@ func (db *DB) Prepare(ctx context.Context, stmts []api.Statement) (*Plan, error)
 			continue
 		}
 		p.cs[i] = cs
-		if cs.info.write {
-			p.write = true
+		if cs.info.write && !p.write {
+			p.write, p.first = true, i
 		}
 		if cs.info.nondeterminism != "" && nondet == "" {
 			nondet = fmt.Sprintf("statement %d: %s", i+1, cs.info.nondeterminism)
@@ -85,6 +87,15 @@ func (p *Plan) Failed() bool {
 // the request must become a stream entry.
 func (p *Plan) Write() bool { return p.write }
 
+// FirstWrite returns the index of the first statement that writes (-1 if
+// none does).
+func (p *Plan) FirstWrite() int {
+	if !p.write {
+		return -1
+	}
+	return p.first
+}
+
 // Close returns the read connection without running anything.
 func (p *Plan) Close() {
 	if p.c == nil {
@@ -97,8 +108,10 @@ func (p *Plan) Close() {
 // Run executes a read Plan on its connection and returns one result per
 // statement and the applied sequence the reads saw at least. Several
 // statements run in one read transaction (one consistent snapshot).
-// ctx interrupts a long read (SQLite's sqlite3_interrupt).
-func (p *Plan) Run(ctx context.Context) ([]api.Result, uint64, error) {
+// ctx interrupts a long read (SQLite's sqlite3_interrupt). maxBytes (0: no
+// limit) bounds the memory rows take: past it, rows are counted but not
+// kept, and Run fails with a 413 *api.Error giving the row count.
+func (p *Plan) Run(ctx context.Context, maxBytes int) ([]api.Result, uint64, error) {
 	defer p.Close()
 	if p.write {
 		return nil, 0, fmt.Errorf("plan writes: it must be applied from the stream")
@@ -130,8 +143,15 @@ func (p *Plan) Run(ctx context.Context) ([]api.Result, uint64, error) {
 			cs.release()
 			continue
 		}
-		err := readRows(c, cs, &results[i])
+		budget := &rowBudget{left: maxBytes, limited: maxBytes > 0}
+		err := readRows(c, cs, &results[i], budget)
 		cs.release()
+		if err == nil && budget.over {
+			return nil, 0, api.Errorf(api.CodeTooLarge, "statement %d returns %d rows, over %d bytes: more than fits one NATS message (max payload); select fewer rows or columns (LIMIT/OFFSET)", i+1, budget.rows, maxBytes)
+		}
+		if budget.limited {
+			maxBytes = budget.left
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, 0, api.Errorf(api.CodeTimeout, "statement %d interrupted: request timed out", i+1)
@@ -142,9 +162,19 @@ func (p *Plan) Run(ctx context.Context) ([]api.Result, uint64, error) {
 	return results, seq, nil
 }
 
+// rowBudget bounds the bytes of rows a read keeps (an estimate of their
+// JSON size).
+type rowBudget struct {
+	left    int
+	limited bool
+	over    bool
+	rows    int
+}
+
 // readRows steps a bound statement to its end, collecting its rows into res
-// (columns, declared types and values).
-func readRows(c *conn, cs *cachedStmt, res *api.Result) error {
+// (columns, declared types and values). With a budget, rows past it are
+// counted but not kept. A nil budget keeps everything.
+func readRows(c *conn, cs *cachedStmt, res *api.Result, budget *rowBudget) error {
 	s := cs.stmt
 	n := s.ColumnCount()
 	if n > 0 {
@@ -159,6 +189,12 @@ func readRows(c *conn, cs *cachedStmt, res *api.Result) error {
 		}
 		if !row {
 			return nil
+		}
+		if budget != nil {
+			budget.rows++
+			if budget.over {
+				continue
+			}
 		}
 		vals := make([]any, n)
 		for i := range vals {
@@ -175,6 +211,14 @@ func readRows(c *conn, cs *cachedStmt, res *api.Result) error {
 				vals[i] = b
 			}
 		}
+		if budget != nil && budget.limited {
+			budget.left -= rowSize(vals, res.Columns)
+			if budget.left < 0 {
+				budget.over = true
+				res.Values = nil
+				continue
+			}
+		}
 		res.Values = append(res.Values, vals)
 	}
 }
@@ -189,4 +233,23 @@ func (db *DB) takeReader(ctx context.Context) (*conn, error) {
 	case <-ctx.Done():
 		return nil, api.Errorf(api.CodeTimeout, "no read connection became free before the request timed out")
 	}
+}
+
+// rowSize estimates the JSON bytes of a row in the rows format.
+func rowSize(vals []any, cols []string) int {
+	n := 2
+	for i, v := range vals {
+		n += len(cols[i]) + 4
+		switch x := v.(type) {
+		case nil:
+			n += 4
+		case int64, float64:
+			n += 24
+		case string:
+			n += len(x) + 2
+		case []byte:
+			n += len(x)*4/3 + 16
+		}
+	}
+	return n
 }

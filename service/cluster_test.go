@@ -282,7 +282,7 @@ func readCounter(tb testing.TB, n *servicetest.Node) int64 {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	res, _, err := p.Run(context.Background())
+	res, _, err := p.Run(context.Background(), 0)
 	if err != nil || res[0].Error != "" {
 		tb.Fatalf("read counter: %v %+v", err, res)
 	}

@@ -42,6 +42,16 @@ const QueueGroup = "nqlite"
 // nqlite.query.<db>.
 func QuerySubject(db string) string { return "nqlite.query." + db }
 
+// ReadSubject returns the read-only request subject of database db:
+// nqlite.read.<db>. Requests there never write: a statement that would is
+// refused with 403 before anything is published, so operators can grant
+// read-only access with NATS subject permissions (allow nqlite.read.>,
+// deny nqlite.query.>).
+func ReadSubject(db string) string { return "nqlite.read." + db }
+
+// MaxStatements is the most statements one request may hold.
+const MaxStatements = 10000
+
 // EntrySubject returns the subject entries of db are published on:
 // nqlite.entry.<db>. Operators may deny clients publishing to nqlite.entry.>.
 func EntrySubject(db string) string { return "nqlite.entry." + db }
@@ -162,6 +172,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*Node, error) {
 		}
 		n.dbs[name] = d
 		n.subj[QuerySubject(name)] = d
+		n.subj[ReadSubject(name)] = d
 	}
 	if err := n.register(); err != nil {
 		n.Stop()
@@ -242,33 +253,44 @@ func (n *Node) register() error {
 	}
 	n.svc = svc
 	for _, d := range n.dbs {
-		d := d
-		err := svc.AddEndpoint("query_"+d.name, micro.HandlerFunc(func(r micro.Request) {
-			n.mu.RLock()
-			if n.stopping {
-				n.mu.RUnlock()
-				n.forward(r)
-				return
+		for _, ep := range []struct {
+			name, subject string
+			readOnly      bool
+		}{{"query_" + d.name, QuerySubject(d.name), false}, {"read_" + d.name, ReadSubject(d.name), true}} {
+			err := svc.AddEndpoint(ep.name, n.handler(d, ep.readOnly),
+				micro.WithEndpointSubject(ep.subject),
+				micro.WithEndpointQueueGroup(QueueGroup),
+				micro.WithEndpointMetadata(map[string]string{"db": d.name, "read_only": strconv.FormatBool(ep.readOnly)}))
+			if err != nil {
+				return fmt.Errorf("micro endpoint %s: %w", ep.subject, err)
 			}
-			n.inflight.Add(1)
-			n.mu.RUnlock()
-			job := func() {
-				defer n.inflight.Done()
-				n.serve(d, r)
-			}
-			select {
-			case n.work <- job:
-			default:
-				go job()
-			}
-		}), micro.WithEndpointSubject(QuerySubject(d.name)),
-			micro.WithEndpointQueueGroup(QueueGroup),
-			micro.WithEndpointMetadata(map[string]string{"db": d.name}))
-		if err != nil {
-			return fmt.Errorf("micro endpoint %s: %w", d.name, err)
 		}
 	}
 	return nil
+}
+
+// handler returns the micro handler of an endpoint: it hands the request
+// to a worker (micro calls a handler one request at a time per endpoint).
+func (n *Node) handler(d *database, readOnly bool) micro.Handler {
+	return micro.HandlerFunc(func(r micro.Request) {
+		n.mu.RLock()
+		if n.stopping {
+			n.mu.RUnlock()
+			n.forward(r)
+			return
+		}
+		n.inflight.Add(1)
+		n.mu.RUnlock()
+		job := func() {
+			defer n.inflight.Done()
+			n.serve(d, r, readOnly)
+		}
+		select {
+		case n.work <- job:
+		default:
+			go job()
+		}
+	})
 }
 
 // Stats is the endpoint data in micro STATS replies.
@@ -356,9 +378,25 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
 	}
 }
 
-func (n *Node) serve(d *database, r micro.Request) {
+func (n *Node) serve(d *database, r micro.Request, readOnly bool) {
 	start := time.Now()
-	resp, err := n.handle(d, r.Data(), start)
+	resp, err := n.handle(d, r.Data(), start, readOnly)
+	var body []byte
+	if err == nil {
+		resp.Node = n.cfg.NodeID
+		resp.Time = float64(time.Since(start).Microseconds()) / 1000
+		body = resp.AppendJSON(make([]byte, 0, 256))
+		if max := n.nc.MaxPayload(); int64(len(body)) > max {
+			rows := 0
+			for _, res := range resp.Results {
+				rows += len(res.Values)
+			}
+			err = api.Errorf(api.CodeTooLarge, "the response is %d bytes (%d rows), over the NATS max payload of %d bytes: select fewer rows or columns (LIMIT/OFFSET)", len(body), rows, max)
+			if resp.Seq > 0 && !resp.Queued && hasWrite(resp) {
+				err = api.Errorf(api.CodeTooLarge, "the write was applied as entry %d, but its response is %d bytes (%d rows), over the NATS max payload of %d bytes", resp.Seq, len(body), rows, max)
+			}
+		}
+	}
 	if err != nil {
 		code := api.ErrorCode(err)
 		msg := err.Error()
@@ -368,19 +406,29 @@ func (n *Node) serve(d *database, r micro.Request) {
 		r.Error(strconv.Itoa(code), msg, api.ErrorBody(msg, n.cfg.NodeID))
 		return
 	}
-	resp.Node = n.cfg.NodeID
-	resp.Time = float64(time.Since(start).Microseconds()) / 1000
-	if err := r.Respond(resp.AppendJSON(make([]byte, 0, 256))); err != nil {
+	if err := r.Respond(body); err != nil {
 		n.log.Warn("respond", "db", d.name, "err", err)
 	}
 }
 
 // handle runs one request and returns its response or an error whose
 // api.ErrorCode is the micro error code.
-func (n *Node) handle(d *database, data []byte, start time.Time) (*api.Response, error) {
+func hasWrite(resp *api.Response) bool {
+	for _, r := range resp.Results {
+		if r.Write {
+			return true
+		}
+	}
+	return false
+}
+
+func (n *Node) handle(d *database, data []byte, start time.Time, readOnly bool) (*api.Response, error) {
 	req, err := api.ParseRequest(data)
 	if err != nil {
 		return nil, err
+	}
+	if len(req.Statements) > MaxStatements {
+		return nil, api.Errorf(api.CodeBadRequest, "the request holds %d statements, over the limit of %d: split it", len(req.Statements), MaxStatements)
 	}
 	ctx, cancel := context.WithDeadline(n.ctx, start.Add(time.Duration(req.TimeoutMS)*time.Millisecond))
 	defer cancel()
@@ -406,8 +454,13 @@ func (n *Node) handle(d *database, data []byte, start time.Time) (*api.Response,
 			return nil, err
 		}
 	}
+	if readOnly && plan.Write() {
+		i := plan.FirstWrite()
+		plan.Close()
+		return nil, api.Errorf(api.CodeForbidden, "statement %d writes, and %s only reads: send writes to %s", i+1, ReadSubject(d.name), QuerySubject(d.name))
+	}
 	if !plan.Write() {
-		results, seq, err := plan.Run(ctx)
+		results, seq, err := plan.Run(ctx, int(n.nc.MaxPayload()))
 		if err != nil {
 			return nil, err
 		}

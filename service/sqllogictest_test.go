@@ -787,7 +787,7 @@ func (r *sltRun) checkReplicas() {
 				plan.Close()
 				return sltResult{err: "dump query classified as a write"}
 			}
-			results, _, err := plan.Run(ctx)
+			results, _, err := plan.Run(ctx, 0)
 			if err != nil {
 				return sltResult{err: err.Error()}
 			}

@@ -155,6 +155,11 @@ func ParseRequest(data []byte) (*Request, error) {
 	if len(req.Statements) == 0 {
 		return nil, Errorf(CodeBadRequest, "request holds no SQL statement")
 	}
+	for i, st := range req.Statements {
+		if j := strings.IndexByte(st.SQL, 0); j >= 0 {
+			return nil, Errorf(CodeBadRequest, "statement %d holds a NUL byte at offset %d: SQLite ends SQL text there; pass such a value as a parameter", i+1, j)
+		}
+	}
 	return req, nil
 }
 

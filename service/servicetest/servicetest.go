@@ -134,7 +134,8 @@ func StartCluster(tb testing.TB, n int) []*server.Server {
 // Connect returns a client connection to url, closed at cleanup.
 func Connect(tb testing.TB, url string) *nats.Conn {
 	tb.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
+		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
 	if err != nil {
 		tb.Fatalf("connect %s: %v", url, err)
 	}
