@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,7 +53,9 @@ type DB struct {
 
 	closed atomic.Bool
 
-	applyMu sync.Mutex // held while a batch is applied, and by Hold
+	applyMu   sync.Mutex   // held while a batch is applied, and by Hold
+	fileMu    sync.RWMutex // Replace holds it to swap the file; Snapshot reads under it
+	restoring atomic.Bool  // Replace in progress: reads get 503
 }
 
 // Outcome is the result of applying one entry, delivered to the request
@@ -248,6 +251,44 @@ func (db *DB) Hold() (release func()) {
 	return func() { once.Do(db.applyMu.Unlock) }
 }
 
+// Restoring reports whether the database is being replaced by a snapshot.
+func (db *DB) Restoring() bool { return db.restoring.Load() }
+
+// ErrRestoring is returned (as a 503 *api.Error) by reads while the
+// database is being replaced by a snapshot.
+var ErrRestoring = api.Errorf(api.CodeUnavailable, "this node is restoring its database from a snapshot: retry shortly, or ask another node")
+
+// Replace swaps the database file for the SQLite file at src (a verified
+// snapshot, moved into place with rename, so a crash leaves either file
+// whole) and reopens it; the applied sequence becomes the one src holds.
+// Reads wait for or fail with ErrRestoring meanwhile; the caller must
+// have stopped Follow. src must be on the same file system as the
+// database.
+func (db *DB) Replace(src string) error {
+	db.applyMu.Lock()
+	defer db.applyMu.Unlock()
+	db.fileMu.Lock()
+	defer db.fileMu.Unlock()
+	db.restoring.Store(true)
+	defer db.restoring.Store(false)
+	if err := db.closeConns(); err != nil {
+		return fmt.Errorf("replace: close: %w", err)
+	}
+	for _, suffix := range []string{"-wal", "-shm"} {
+		if err := os.Remove(db.path + suffix); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("replace: %w", err)
+		}
+	}
+	if err := os.Rename(src, db.path); err != nil {
+		return fmt.Errorf("replace: %w", err)
+	}
+	if err := db.open(); err != nil {
+		return fmt.Errorf("replace: reopen: %w", err)
+	}
+	db.setApplied(db.applied.Load())
+	return nil
+}
+
 // Close closes every connection. The apply loop must have stopped.
 func (db *DB) Close() error {
 	if db.closed.Swap(true) {
@@ -257,6 +298,12 @@ func (db *DB) Close() error {
 	close(db.advanced)
 	db.advanced = make(chan struct{})
 	db.mu.Unlock()
+	return db.closeConns()
+}
+
+// closeConns closes the read pool (waiting for reads in flight), the
+// date/time helper and the apply connection.
+func (db *DB) closeConns() error {
 	var errs []error
 	if db.readers != nil {
 		for i := 0; i < db.nopen; i++ {
@@ -277,5 +324,6 @@ func (db *DB) Close() error {
 	if db.w != nil {
 		errs = append(errs, db.w.close())
 	}
+	db.readers, db.nopen, db.helper, db.w = nil, 0, nil, nil
 	return errors.Join(errs...)
 }

@@ -15,8 +15,10 @@ const MaxBatch = 1024
 
 // Follow consumes the stream with an ordered consumer starting after the
 // applied sequence, and applies its entries in stream order until ctx is
-// done. It returns nil when ctx is done and an error only when the apply
-// itself fails (for example, a full disk): it never skips an entry.
+// done. It returns nil when ctx is done, a *GapError when the entries it
+// needs next were purged from the stream (restore from a snapshot, then
+// Follow again), and an error when the apply itself fails (for example, a
+// full disk): it never skips an entry.
 //
 // Ordered consumers recreate themselves after reconnects and missed
 // heartbeats from the last delivered sequence (nats.go jetstream
@@ -26,6 +28,9 @@ func (db *DB) Follow(ctx context.Context, js jetstream.JetStream, stream string)
 		cons jetstream.Consumer
 		err  error
 	)
+	if first, err := streamFirstSeq(ctx, js, stream); err == nil && first > db.Applied()+1 {
+		return &GapError{Applied: db.Applied(), FirstSeq: first}
+	}
 	for {
 		cfg := jetstream.OrderedConsumerConfig{}
 		if a := db.Applied(); a > 0 {
@@ -77,6 +82,15 @@ func (db *DB) Follow(ctx context.Context, js jetstream.JetStream, stream string)
 				break drain
 			}
 		}
+		if a := db.Applied(); len(batch) > 0 && batch[0].Seq > a+1 {
+			// Entries are missing: purged (restore from a snapshot) or
+			// deleted from the middle of the stream by an operator.
+			first, err := streamFirstSeq(ctx, js, stream)
+			if err == nil && first > a+1 {
+				return &GapError{Applied: a, FirstSeq: first}
+			}
+			db.log.Warn("stream entries missing before this one: deleted from the stream", "applied", a, "next", batch[0].Seq)
+		}
 		if err := db.applyWithRetry(ctx, batch); err != nil {
 			return err
 		}
@@ -98,9 +112,6 @@ func (db *DB) applyWithRetry(ctx context.Context, batch []Msg) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	if a := db.Applied(); batch[0].Seq > a+1 && a > 0 {
-		db.log.Warn("stream entries missing before this one: deleted or purged from the stream", "applied", a, "next", batch[0].Seq)
-	}
 	delay := 100 * time.Millisecond
 	for {
 		err := db.ApplyBatch(batch)
@@ -117,4 +128,16 @@ func (db *DB) applyWithRetry(ctx context.Context, batch []Msg) error {
 			delay *= 2
 		}
 	}
+}
+
+func streamFirstSeq(ctx context.Context, js jetstream.JetStream, stream string) (uint64, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.FirstSeq, nil
 }

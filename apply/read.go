@@ -15,6 +15,7 @@ import (
 type Plan struct {
 	db    *DB
 	c     *conn
+	pool  chan *conn // where c returns
 	stmts []api.Statement
 	cs    []*cachedStmt // nil where preparing failed
 	errs  []error
@@ -28,11 +29,11 @@ type Plan struct {
 // statement of the same request creates) is only an error if the request
 // turns out to be a read. ctx bounds the wait for a free read connection.
 func (db *DB) Prepare(ctx context.Context, stmts []api.Statement) (*Plan, error) {
-	c, err := db.takeReader(ctx)
+	c, pool, err := db.takeReader(ctx)
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{db: db, c: c, stmts: stmts, cs: make([]*cachedStmt, len(stmts)), errs: make([]error, len(stmts))}
+	p := &Plan{db: db, c: c, pool: pool, stmts: stmts, cs: make([]*cachedStmt, len(stmts)), errs: make([]error, len(stmts))}
 	nondet := ""
 	refreshed := false
 	for i := range stmts {
@@ -101,7 +102,7 @@ func (p *Plan) Close() {
 	if p.c == nil {
 		return
 	}
-	p.db.readers <- p.c
+	p.pool <- p.c
 	p.c = nil
 }
 
@@ -223,15 +224,24 @@ func readRows(c *conn, cs *cachedStmt, res *api.Result, budget *rowBudget) error
 	}
 }
 
-func (db *DB) takeReader(ctx context.Context) (*conn, error) {
+func (db *DB) takeReader(ctx context.Context) (*conn, chan *conn, error) {
 	if db.closed.Load() {
-		return nil, ErrClosed
+		return nil, nil, ErrClosed
+	}
+	if db.restoring.Load() {
+		return nil, nil, ErrRestoring
+	}
+	db.fileMu.RLock()
+	readers := db.readers
+	db.fileMu.RUnlock()
+	if readers == nil {
+		return nil, nil, ErrRestoring
 	}
 	select {
-	case c := <-db.readers:
-		return c, nil
+	case c := <-readers:
+		return c, readers, nil
 	case <-ctx.Done():
-		return nil, api.Errorf(api.CodeTimeout, "no read connection became free before the request timed out")
+		return nil, nil, api.Errorf(api.CodeTimeout, "no read connection became free before the request timed out")
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/nqlite/nqlite/apply"
 	"github.com/nqlite/nqlite/service/api"
+	"github.com/nqlite/nqlite/snapshot"
 )
 
 // Version is the semantic version the node registers with micro.
@@ -78,6 +80,9 @@ type Config struct {
 	JSDomain string
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
+	// Snapshot configures snapshots to the Object Store, restores and
+	// stream purges.
+	Snapshot SnapshotConfig
 }
 
 // Node serves databases over NATS.
@@ -87,8 +92,10 @@ type Node struct {
 	js   jetstream.JetStream
 	svc  micro.Service
 	log  *slog.Logger
-	dbs  map[string]*database
-	subj map[string]*database // endpoint subject -> database
+	dbs   map[string]*database
+	subj  map[string]*database // endpoint subject -> database
+	snaps *snapshot.Store      // nil when snapshots are disabled
+	bg    sync.WaitGroup       // snapshot loops
 
 	ctx      context.Context // cancelled by Stop: ends followers and requests
 	cancel   context.CancelFunc
@@ -106,11 +113,13 @@ type Node struct {
 const workers = 32
 
 type database struct {
-	name   string
-	stream string
-	db     *apply.DB
-	str    jetstream.Stream
-	done   chan error // follower's result
+	name      string
+	stream    string
+	db        *apply.DB
+	str       jetstream.Stream
+	done      chan error    // follower's result
+	restoring atomic.Bool   // restoring from a snapshot: requests get 503
+	lastSnap  atomic.Uint64 // sequence of the latest stored snapshot known here
 }
 
 // Start creates or updates each database's stream, opens its SQLite file,
@@ -133,6 +142,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.Snapshot.defaults()
 	for _, name := range cfg.Databases {
 		if !api.ValidDBName(name) {
 			return nil, fmt.Errorf("database name %q: use 1-64 of A-Z a-z 0-9 _ -", name)
@@ -161,6 +171,22 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*Node, error) {
 			}
 		}()
 	}
+	if !cfg.Snapshot.Disabled {
+		for {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			n.snaps, err = snapshot.Open(cctx, js, snapshot.Options{Node: cfg.NodeID, Replicas: cfg.Replicas, Logger: cfg.Logger})
+			cancel()
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				n.Stop()
+				return nil, fmt.Errorf("snapshot store: %w", err)
+			}
+			n.log.Info("waiting for JetStream", "bucket", snapshot.Bucket, "err", err)
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
 	for _, name := range cfg.Databases {
 		if _, dup := n.dbs[name]; dup {
 			continue
@@ -173,10 +199,16 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*Node, error) {
 		n.dbs[name] = d
 		n.subj[QuerySubject(name)] = d
 		n.subj[ReadSubject(name)] = d
+		n.subj[SnapshotSubject(name)] = d
 	}
 	if err := n.register(); err != nil {
 		n.Stop()
 		return nil, err
+	}
+	// Once Start returns, the server knows the endpoints' subscriptions.
+	if err := n.nc.FlushWithContext(ctx); err != nil {
+		n.Stop()
+		return nil, fmt.Errorf("flush: %w", err)
 	}
 	return n, nil
 }
@@ -218,12 +250,23 @@ func (n *Node) openDatabase(ctx context.Context, name string) (*database, error)
 		return nil, fmt.Errorf("stream %s: %w", d.stream, err)
 	}
 	last := info.State.LastSeq
-	d.db, err = apply.Open(filepath.Join(n.cfg.DataDir, name+".sqlite"), apply.Options{
+	path := filepath.Join(n.cfg.DataDir, name+".sqlite")
+	if err := n.prepareLocal(ctx, d, path, info.State.FirstSeq); err != nil {
+		return nil, err
+	}
+	d.db, err = apply.Open(path, apply.Options{
 		Node: n.cfg.NodeID, Readers: n.cfg.Readers, Logger: n.log.With("db", name)})
 	if err != nil {
 		return nil, err
 	}
-	go func() { d.done <- d.db.Follow(n.ctx, n.js, d.stream) }()
+	if n.snaps != nil {
+		if m, err := n.snaps.Latest(ctx, name); err == nil {
+			d.lastSnap.Store(m.Seq)
+		}
+		n.bg.Add(1)
+		go n.snapshotLoop(d)
+	}
+	go func() { d.done <- n.follow(d) }()
 	n.log.Info("catching up", "db", name, "applied", d.db.Applied(), "stream_last_seq", last)
 	if err := d.db.WaitApplied(ctx, last); err != nil {
 		n.cancel()
@@ -265,6 +308,15 @@ func (n *Node) register() error {
 				return fmt.Errorf("micro endpoint %s: %w", ep.subject, err)
 			}
 		}
+		if n.snaps != nil {
+			err := svc.AddEndpoint("snapshot_"+d.name, n.snapshotHandler(d),
+				micro.WithEndpointSubject(SnapshotSubject(d.name)),
+				micro.WithEndpointQueueGroup(QueueGroup),
+				micro.WithEndpointMetadata(map[string]string{"db": d.name}))
+			if err != nil {
+				return fmt.Errorf("micro endpoint %s: %w", SnapshotSubject(d.name), err)
+			}
+		}
 	}
 	return nil
 }
@@ -302,11 +354,21 @@ type Stats struct {
 	Lag           uint64 `json:"lag"`
 	Skipped       uint64 `json:"skipped"`
 	Waiting       int64  `json:"waiting"` // requests waiting for this node to apply a sequence
+	// State is "serving", or "restoring" while the node replaces its
+	// database with a snapshot (requests get 503 meanwhile).
+	State string `json:"state"`
+	// SnapshotSeq is the sequence of the latest stored snapshot this node
+	// knows of (0: none).
+	SnapshotSeq uint64 `json:"snapshot_seq"`
 	StreamError   string `json:"stream_error,omitempty"`
 }
 
 func (n *Node) stats(d *database) Stats {
-	s := Stats{DB: d.name, Node: n.cfg.NodeID, Applied: d.db.Applied(), Skipped: d.db.Skipped(), Waiting: d.db.Waiting()}
+	s := Stats{DB: d.name, Node: n.cfg.NodeID, Applied: d.db.Applied(), Skipped: d.db.Skipped(), Waiting: d.db.Waiting(),
+		State: "serving", SnapshotSeq: d.lastSnap.Load()}
+	if d.restoring.Load() || d.db.Restoring() {
+		s.State = "restoring"
+	}
 	ctx, cancel := context.WithTimeout(n.ctx, time.Second)
 	defer cancel()
 	if info, err := d.str.Info(ctx); err != nil {
@@ -348,6 +410,7 @@ func (n *Node) Stop() error {
 		waitTimeout(&n.inflight, 10*time.Second)
 		close(n.work)
 		n.cancel()
+		n.bg.Wait()
 		for _, d := range n.dbs {
 			if err := <-d.done; err != nil {
 				errs = append(errs, err)
@@ -426,6 +489,9 @@ func (n *Node) handle(d *database, data []byte, start time.Time, readOnly bool) 
 	req, err := api.ParseRequest(data)
 	if err != nil {
 		return nil, err
+	}
+	if d.restoring.Load() {
+		return nil, apply.ErrRestoring
 	}
 	if len(req.Statements) > MaxStatements {
 		return nil, api.Errorf(api.CodeBadRequest, "the request holds %d statements, over the limit of %d: split it", len(req.Statements), MaxStatements)

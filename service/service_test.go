@@ -395,11 +395,11 @@ func TestNode_MicroStats(t *testing.T) {
 	if err := json.Unmarshal(msg.Data, &stats); err != nil {
 		t.Fatalf("%v: %s", err, msg.Data)
 	}
-	if stats.Name != "nqlite" || stats.Version != service.Version || stats.Metadata["node"] != "n1" || len(stats.Endpoints) != 2 {
+	if stats.Name != "nqlite" || stats.Version != service.Version || stats.Metadata["node"] != "n1" || len(stats.Endpoints) != 3 {
 		t.Fatalf("stats: %s", msg.Data)
 	}
 	e := stats.Endpoints[0]
-	want := service.Stats{DB: "main", Node: "n1", Applied: 1, StreamLastSeq: 2, Lag: 1}
+	want := service.Stats{DB: "main", Node: "n1", Applied: 1, StreamLastSeq: 2, Lag: 1, State: "serving"}
 	if e.Subject != "nqlite.query.main" || e.QueueGroup != "nqlite" || e.Data != want {
 		t.Fatalf("endpoint stats: got %+v, want %+v", e, want)
 	}

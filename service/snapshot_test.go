@@ -1,0 +1,250 @@
+package service_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nqlite/nqlite/service"
+	"github.com/nqlite/nqlite/service/client"
+	"github.com/nqlite/nqlite/service/servicetest"
+	"github.com/nqlite/nqlite/snapshot"
+)
+
+// snapCfg snapshots every 40 entries, checked every 20ms, keeping 10
+// entries in the stream after each snapshot.
+func snapCfg(id string) service.Config {
+	return service.Config{NodeID: id, Snapshot: service.SnapshotConfig{Threshold: 40, Interval: 20 * time.Millisecond, Retain: 10}}
+}
+
+func streamInfo(tb testing.TB, nc *nats.Conn) *jetstream.StreamInfo {
+	tb.Helper()
+	js, _ := jetstream.New(nc)
+	s, err := js.Stream(context.Background(), service.StreamName("main"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return info
+}
+
+func storedSnapshot(tb testing.TB, nc *nats.Conn) *snapshot.Meta {
+	tb.Helper()
+	js, _ := jetstream.New(nc)
+	st, err := snapshot.Open(context.Background(), js, snapshot.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m, err := st.Latest(context.Background(), "main")
+	if err != nil {
+		return nil
+	}
+	return m
+}
+
+// writeRows inserts rows [from, to) one request each (one entry each).
+func writeRows(tb testing.TB, c *client.Client, from, to int) {
+	tb.Helper()
+	for i := from; i < to; i++ {
+		ok(tb, do(tb, c, fmt.Sprintf("INSERT INTO t(id, v) VALUES(%d, random())", i)))
+	}
+}
+
+// sameData stops the nodes and compares their databases row by row (a node
+// restored from a snapshot has a vacuumed file, so bytes differ).
+func sameData(tb testing.TB, nc *nats.Conn, nodes ...*servicetest.Node) {
+	tb.Helper()
+	last := streamInfo(tb, nc).State.LastSeq
+	for _, n := range nodes {
+		n := n
+		servicetest.WaitFor(tb, 20*time.Second, n.ID()+" to apply everything", func() bool { return n.DB("main").Applied() >= last })
+	}
+	for _, n := range nodes {
+		n.Stop(tb)
+	}
+	want := dumpFile(tb, filepath.Join(nodes[0].DataDir, "main.sqlite"))
+	for _, n := range nodes[1:] {
+		if got := dumpFile(tb, filepath.Join(n.DataDir, "main.sqlite")); got != want {
+			tb.Errorf("%s's data differs from %s's", n.ID(), nodes[0].ID())
+		}
+	}
+}
+
+func TestSnapshot_PurgeAndRestoreFreshNode(t *testing.T) {
+	ns := servicetest.StartServer(t)
+	nc := servicetest.Connect(t, ns.ClientURL())
+	n1 := servicetest.StartNode(t, ns.ClientURL(), snapCfg("n1"))
+	c := client.New(nc)
+	ok(t, do(t, c, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)"))
+	writeRows(t, c, 0, 150)
+	servicetest.WaitFor(t, 10*time.Second, "a snapshot and a purge", func() bool {
+		m := storedSnapshot(t, nc)
+		return m != nil && m.Seq >= 120 && streamInfo(t, nc).State.FirstSeq > 1
+	})
+	m := storedSnapshot(t, nc)
+	first := streamInfo(t, nc).State.FirstSeq
+	if m.Node != "n1" || m.Pages <= 0 || m.Digest == "" || first > m.Seq-10+1 || first < 2 {
+		t.Fatalf("snapshot %+v, stream first seq %d", m, first)
+	}
+	// A fresh node cannot replay from 1: it restores, then replays the rest.
+	n2 := servicetest.StartNode(t, ns.ClientURL(), snapCfg("n2"))
+	if got := n2.DB("main").Applied(); got < streamInfo(t, nc).State.LastSeq {
+		t.Fatalf("fresh node serves at %d", got)
+	}
+	writeRows(t, c, 150, 160)
+	sameData(t, nc, n1, n2)
+}
+
+func TestSnapshot_EndpointAndOneUploader(t *testing.T) {
+	ns := servicetest.StartServer(t)
+	nc := servicetest.Connect(t, ns.ClientURL())
+	cfg := func(id string) service.Config {
+		c := snapCfg(id)
+		c.Snapshot.Interval = time.Hour // only on demand here
+		return c
+	}
+	servicetest.StartNode(t, ns.ClientURL(), cfg("n1"))
+	servicetest.StartNode(t, ns.ClientURL(), cfg("n2"))
+	c := client.New(nc)
+	ok(t, do(t, c, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)"))
+	js, _ := jetstream.New(nc)
+	obj, err := js.ObjectStore(context.Background(), snapshot.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := obj.Watch(context.Background(), jetstream.UpdatesOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	for round := 1; round <= 3; round++ {
+		resp := ok(t, do(t, c, fmt.Sprintf("INSERT INTO t(id) VALUES(%d)", round)))
+		// Both nodes asked at once, many times: one upload per new sequence.
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		taken := 0
+		for i := 0; i < 12; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				msg, err := nc.Request(service.SnapshotSubject("main"), []byte(fmt.Sprintf(`{"after_seq": %d}`, resp.Seq)), 10*time.Second)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if msg.Header.Get("Nats-Service-Error-Code") == "503" {
+					return // another node held the claim
+				}
+				var r service.SnapshotReply
+				if err := json.Unmarshal(msg.Data, &r); err != nil || r.Seq != resp.Seq || r.Object != "main" || r.Bucket != snapshot.Bucket {
+					t.Errorf("reply %s: %v", msg.Data, err)
+					return
+				}
+				mu.Lock()
+				if r.Taken {
+					taken++
+				}
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		if taken != 1 {
+			t.Fatalf("round %d: %d uploads, want 1", round, taken)
+		}
+		select {
+		case info := <-w.Updates():
+			if info == nil || info.Metadata[snapshot.MetaSeq] != fmt.Sprint(resp.Seq) {
+				t.Fatalf("round %d: stored %+v, want seq %d", round, info, resp.Seq)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: no object update", round)
+		}
+	}
+	select {
+	case info := <-w.Updates():
+		t.Fatalf("extra upload: %+v", info)
+	default:
+	}
+}
+
+func TestSnapshot_SelfHealAfterPurge(t *testing.T) {
+	ns := servicetest.StartServer(t)
+	nc := servicetest.Connect(t, ns.ClientURL())
+	n1 := servicetest.StartNode(t, ns.ClientURL(), snapCfg("n1"))
+	n2 := servicetest.StartNode(t, ns.ClientURL(), snapCfg("n2"))
+	c := client.New(nc)
+	ok(t, do(t, c, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)"))
+	writeRows(t, c, 0, 20)
+	n2.Stop(t)
+	stoppedAt := n2.DB("main").Applied()
+	writeRows(t, c, 20, 200)
+	servicetest.WaitFor(t, 10*time.Second, "a purge past the stopped node", func() bool {
+		return streamInfo(t, nc).State.FirstSeq > stoppedAt+1
+	})
+	n2 = servicetest.StartNode(t, ns.ClientURL(), n2.Config)
+	sameData(t, nc, n1, n2)
+}
+
+func TestSnapshot_DataDirDeleted(t *testing.T) {
+	ns := servicetest.StartServer(t)
+	nc := servicetest.Connect(t, ns.ClientURL())
+	n1 := servicetest.StartNode(t, ns.ClientURL(), snapCfg("n1"))
+	n2 := servicetest.StartNode(t, ns.ClientURL(), snapCfg("n2"))
+	c := client.New(nc)
+	ok(t, do(t, c, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)"))
+	writeRows(t, c, 0, 100)
+	servicetest.WaitFor(t, 10*time.Second, "a purge", func() bool { return streamInfo(t, nc).State.FirstSeq > 1 })
+	// Wipe the running node's data dir, then restart it with the same flags.
+	if err := os.RemoveAll(n2.DataDir); err != nil {
+		t.Fatal(err)
+	}
+	n2.Stop(t)
+	n2 = servicetest.StartNode(t, ns.ClientURL(), n2.Config)
+	writeRows(t, c, 100, 110)
+	sameData(t, nc, n1, n2)
+}
+
+func TestSnapshot_CorruptFileReplaced(t *testing.T) {
+	ns := servicetest.StartServer(t)
+	nc := servicetest.Connect(t, ns.ClientURL())
+	n1 := servicetest.StartNode(t, ns.ClientURL(), snapCfg("n1"))
+	n2 := servicetest.StartNode(t, ns.ClientURL(), snapCfg("n2"))
+	c := client.New(nc)
+	ok(t, do(t, c, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE INDEX t_v ON t(v)"))
+	for i := 0; i < 100; i++ {
+		ok(t, do(t, c, fmt.Sprintf("INSERT INTO t(id, v) VALUES(%d, hex(randomblob(200)))", i)))
+	}
+	servicetest.WaitFor(t, 10*time.Second, "a snapshot", func() bool { return storedSnapshot(t, nc) != nil })
+	n2.Stop(t)
+	path := filepath.Join(n2.DataDir, "main.sqlite")
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := f.Stat()
+	garbage := make([]byte, 4096)
+	for i := range garbage {
+		garbage[i] = byte(i * 7)
+	}
+	for off := int64(4096); off+4096 <= st.Size(); off += 3 * 4096 {
+		f.WriteAt(garbage, off) // every third page after the first
+	}
+	f.Close()
+	n2 = servicetest.StartNode(t, ns.ClientURL(), n2.Config)
+	aside, _ := filepath.Glob(path + ".corrupt-*")
+	if len(aside) == 0 {
+		t.Fatal("the corrupt file was not detected and moved aside")
+	}
+	sameData(t, nc, n1, n2)
+}

@@ -1,0 +1,302 @@
+// Package snapshot stores consistent SQLite snapshots of nqlite databases
+// in the JetStream Object Store, restores nodes from them, and purges the
+// stream entries they cover. It knows JetStream and apply, not micro.
+//
+// One object per database (its name is the database name) in the bucket
+// NQLITE_SNAPSHOTS; its metadata holds the stream sequence the snapshot
+// contains, the node that took it, the time and the SQLite page count.
+// The Object Store checks the SHA-256 digest on every read.
+//
+// Only one node uploads a database's snapshot at a time: it first creates
+// the key <db> in the KV bucket NQLITE_SNAPSHOT_CLAIMS (Create fails when
+// the key exists: JetStream's compare-and-set on the key's revision), and
+// deletes it when done. The bucket's TTL (1 hour by default) frees the
+// claim of a node that died while uploading: JetStream's clock, not
+// nqlite's. Under the claim, the uploader reads the stored snapshot's
+// sequence and uploads only a newer one, so an older snapshot never
+// replaces a newer one. See DESIGN.md.
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nqlite/nqlite/apply"
+)
+
+// Bucket is the Object Store bucket holding one snapshot per database.
+const Bucket = "NQLITE_SNAPSHOTS"
+
+// ClaimBucket is the KV bucket whose key <db> marks the node uploading.
+const ClaimBucket = "NQLITE_SNAPSHOT_CLAIMS"
+
+// Object metadata keys.
+const (
+	MetaSeq   = "nqlite-seq"
+	MetaNode  = "nqlite-node"
+	MetaTime  = "nqlite-time"
+	MetaPages = "nqlite-pages"
+)
+
+// ErrBusy is returned by Take when another node is uploading a snapshot of
+// the same database.
+var ErrBusy = errors.New("another node is uploading a snapshot of this database")
+
+// ErrNoSnapshot is returned when the store holds no snapshot of a database.
+var ErrNoSnapshot = errors.New("no snapshot stored")
+
+// Options configure Open.
+type Options struct {
+	// Node is this node's id, recorded in the snapshots it uploads and in
+	// its claims.
+	Node string
+	// Replicas of the buckets: the same as the streams'.
+	Replicas int
+	// ClaimTTL frees the claim of a node that died while uploading
+	// (default 1 hour; an upload must finish within it).
+	ClaimTTL time.Duration
+	// Logger (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Store is the snapshot store of a JetStream domain.
+type Store struct {
+	obj    jetstream.ObjectStore
+	claims jetstream.KeyValue
+	node   string
+	log    *slog.Logger
+}
+
+// Open creates or updates the buckets.
+func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, error) {
+	if opts.Replicas <= 0 {
+		opts.Replicas = 1
+	}
+	if opts.ClaimTTL <= 0 {
+		opts.ClaimTTL = time.Hour
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	obj, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      Bucket,
+		Description: "nqlite snapshots, one object per database",
+		Storage:     jetstream.FileStorage,
+		Replicas:    opts.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("object store %s: %w", Bucket, err)
+	}
+	claims, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      ClaimBucket,
+		Description: "nqlite: the node uploading each database's snapshot",
+		TTL:         opts.ClaimTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    opts.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kv %s: %w", ClaimBucket, err)
+	}
+	return &Store{obj: obj, claims: claims, node: opts.Node, log: opts.Logger}, nil
+}
+
+// Meta describes a stored snapshot.
+type Meta struct {
+	DB     string    `json:"db"`
+	Object string    `json:"object"`
+	Bucket string    `json:"bucket"`
+	Seq    uint64    `json:"seq"`
+	Node   string    `json:"node"`
+	Time   time.Time `json:"time"`
+	Pages  int64     `json:"pages"`
+	Size   uint64    `json:"size"`
+	Digest string    `json:"digest"`
+}
+
+func metaOf(info *jetstream.ObjectInfo) (*Meta, error) {
+	m := &Meta{DB: info.Name, Object: info.Name, Bucket: info.Bucket, Size: info.Size, Digest: info.Digest, Node: info.Metadata[MetaNode]}
+	seq, err := strconv.ParseUint(info.Metadata[MetaSeq], 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: bad %s metadata %q", info.Name, MetaSeq, info.Metadata[MetaSeq])
+	}
+	m.Seq = seq
+	m.Pages, _ = strconv.ParseInt(info.Metadata[MetaPages], 10, 64)
+	m.Time, _ = time.Parse(time.RFC3339Nano, info.Metadata[MetaTime])
+	return m, nil
+}
+
+// Latest returns the stored snapshot of db, or ErrNoSnapshot.
+func (s *Store) Latest(ctx context.Context, db string) (*Meta, error) {
+	info, err := s.obj.GetInfo(ctx, db)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, ErrNoSnapshot
+	}
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", db, err)
+	}
+	return metaOf(info)
+}
+
+// Take snapshots d (database name db) into dir and uploads it, unless the
+// stored snapshot already holds d's applied sequence. It returns the
+// stored snapshot's Meta and whether this call uploaded it; ErrBusy when
+// another node holds the claim.
+func (s *Store) Take(ctx context.Context, db string, d *apply.DB, dir string) (*Meta, bool, error) {
+	if _, err := s.claims.Create(ctx, db, []byte(s.node)); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return nil, false, ErrBusy
+		}
+		return nil, false, fmt.Errorf("claim snapshot of %s: %w", db, err)
+	}
+	defer func() {
+		// A fresh context: the claim must go even when ctx is done.
+		dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.claims.Delete(dctx, db); err != nil {
+			s.log.Warn("release snapshot claim (it expires by the bucket's TTL)", "db", db, "err", err)
+		}
+	}()
+	latest, err := s.Latest(ctx, db)
+	if err != nil && !errors.Is(err, ErrNoSnapshot) {
+		return nil, false, err
+	}
+	if latest != nil && latest.Seq >= d.Applied() {
+		return latest, false, nil
+	}
+	f, err := os.CreateTemp(dir, db+".snapshot-*.sqlite")
+	if err != nil {
+		return nil, false, err
+	}
+	tmp := f.Name()
+	f.Close()
+	os.Remove(tmp) // VACUUM INTO wants a path that does not exist
+	defer os.Remove(tmp)
+	info, err := d.Snapshot(ctx, tmp)
+	if err != nil {
+		return nil, false, err
+	}
+	if latest != nil && info.Seq <= latest.Seq {
+		return latest, false, nil
+	}
+	f, err = os.Open(tmp)
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	oi, err := s.obj.Put(ctx, jetstream.ObjectMeta{
+		Name:        db,
+		Description: fmt.Sprintf("nqlite database %s as of stream sequence %d", db, info.Seq),
+		Metadata: map[string]string{
+			MetaSeq:   strconv.FormatUint(info.Seq, 10),
+			MetaNode:  s.node,
+			MetaTime:  time.Now().UTC().Format(time.RFC3339Nano),
+			MetaPages: strconv.FormatInt(info.Pages, 10),
+		},
+	}, f)
+	if err != nil {
+		return nil, false, fmt.Errorf("upload snapshot of %s: %w", db, err)
+	}
+	m, err := metaOf(oi)
+	if err != nil {
+		return nil, false, err
+	}
+	s.log.Info("snapshot stored", "db", db, "seq", m.Seq, "bytes", m.Size, "pages", m.Pages)
+	return m, true, nil
+}
+
+// Purge removes the stream entries below seq - retain, which the stored
+// snapshot at seq covers, keeping retain entries so nodes slightly behind
+// catch up from the stream. It never purges everything: nothing happens
+// when seq <= retain + 1. It returns the new first sequence (0 if nothing
+// was purged).
+func Purge(ctx context.Context, stream jetstream.Stream, seq, retain uint64) (uint64, error) {
+	if seq <= retain+1 {
+		return 0, nil
+	}
+	keep := seq - retain // entries < keep go; the snapshot holds all <= seq
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if info.State.FirstSeq >= keep {
+		return 0, nil
+	}
+	if err := stream.Purge(ctx, jetstream.WithPurgeSequence(keep)); err != nil {
+		return 0, fmt.Errorf("purge %s below %d: %w", info.Config.Name, keep, err)
+	}
+	return keep, nil
+}
+
+// Fetch downloads the stored snapshot of db into a temporary file in dir
+// (streamed: memory stays bounded), verifies its SHA-256 digest (the
+// Object Store checks it at the end of the read) and the SQLite file
+// (quick_check, applied sequence), and returns its path: the caller moves
+// or removes it.
+func (s *Store) Fetch(ctx context.Context, db, dir string) (string, *Meta, error) {
+	res, err := s.obj.Get(ctx, db)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return "", nil, ErrNoSnapshot
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("fetch snapshot of %s: %w", db, err)
+	}
+	defer res.Close()
+	oi, err := res.Info()
+	if err != nil {
+		return "", nil, err
+	}
+	m, err := metaOf(oi)
+	if err != nil {
+		return "", nil, err
+	}
+	f, err := os.CreateTemp(dir, filepath.Base(db)+".restore-*.sqlite")
+	if err != nil {
+		return "", nil, err
+	}
+	path := f.Name()
+	if _, err := io.Copy(f, res); err != nil {
+		f.Close()
+		os.Remove(path)
+		return "", nil, fmt.Errorf("fetch snapshot of %s (digest check included): %w", db, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(path)
+		return "", nil, err
+	}
+	f.Close()
+	info, err := apply.ReadSnapshotInfo(path)
+	if err != nil {
+		os.Remove(path)
+		return "", nil, fmt.Errorf("snapshot of %s is not usable: %w", db, err)
+	}
+	if info.Seq != m.Seq {
+		os.Remove(path)
+		return "", nil, fmt.Errorf("snapshot of %s holds sequence %d but its metadata says %d", db, info.Seq, m.Seq)
+	}
+	return path, m, nil
+}
+
+// Restore fetches the stored snapshot of db and makes it d's database
+// (apply.DB.Replace). The caller must have stopped d's apply loop.
+func (s *Store) Restore(ctx context.Context, db string, d *apply.DB) (*Meta, error) {
+	path, m, err := s.Fetch(ctx, db, filepath.Dir(d.Path()))
+	if err != nil {
+		return nil, err
+	}
+	if err := d.Replace(path); err != nil {
+		os.Remove(path)
+		return nil, err
+	}
+	s.log.Info("restored from snapshot", "db", db, "seq", m.Seq, "bytes", m.Size, "taken_by", m.Node)
+	return m, nil
+}
