@@ -87,11 +87,11 @@ type Config struct {
 
 // Node serves databases over NATS.
 type Node struct {
-	cfg  Config
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	svc  micro.Service
-	log  *slog.Logger
+	cfg   Config
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	svc   micro.Service
+	log   *slog.Logger
 	dbs   map[string]*database
 	subj  map[string]*database // endpoint subject -> database
 	snaps *snapshot.Store      // nil when snapshots are disabled
@@ -360,7 +360,7 @@ type Stats struct {
 	// SnapshotSeq is the sequence of the latest stored snapshot this node
 	// knows of (0: none).
 	SnapshotSeq uint64 `json:"snapshot_seq"`
-	StreamError   string `json:"stream_error,omitempty"`
+	StreamError string `json:"stream_error,omitempty"`
 }
 
 func (n *Node) stats(d *database) Stats {
