@@ -56,6 +56,31 @@ func (db *DB) ApplyBatch(msgs []Msg) error {
 	for i, m := range msgs {
 		entries[i], decodeErrs[i] = DecodeEntry(m.Data)
 	}
+	// A load entry replaces the database: the entries before it commit
+	// first, the ones after it apply to the loaded database.
+	start = 0
+	for i, e := range entries {
+		if e == nil || e.Load == nil {
+			continue
+		}
+		if i > start {
+			if err := db.applySegment(msgs[start:i], entries[start:i], decodeErrs[start:i]); err != nil {
+				return err
+			}
+		}
+		if err := db.applyLoad(msgs[i].Seq, e); err != nil {
+			return err
+		}
+		start = i + 1
+	}
+	if start == len(msgs) {
+		return nil
+	}
+	return db.applySegment(msgs[start:], entries[start:], decodeErrs[start:])
+}
+
+// applySegment applies entries without loads in one transaction.
+func (db *DB) applySegment(msgs []Msg, entries []*Entry, decodeErrs []error) error {
 	forced := map[forcedKey]string{}
 	for {
 		outcomes, lost, err := db.tryBatch(msgs, entries, forced)

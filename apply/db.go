@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,15 +24,19 @@ type Options struct {
 	Readers int
 	// Logger receives skipped entries and apply errors (default slog.Default()).
 	Logger *slog.Logger
+	// Loader fetches the objects of load entries (nqctl restore); without
+	// one, a load entry stops the apply with an error.
+	Loader Loader
 }
 
 // DB is one replicated database on this node: its SQLite file, the apply
 // connection that alone writes it, a pool of read-only connections for
 // local reads, and the applied stream sequence.
 type DB struct {
-	path string
-	node string
-	log  *slog.Logger
+	path   string
+	node   string
+	log    *slog.Logger
+	loader Loader
 
 	w      *conn        // the apply connection: only the apply goroutine uses it
 	helper *sqlite.Conn // plain in-memory connection for deterministic date/time
@@ -77,7 +82,7 @@ func Open(path string, opts Options) (*DB, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	db := &DB{path: path, node: opts.Node, log: opts.Logger, advanced: make(chan struct{}),
+	db := &DB{path: path, node: opts.Node, log: opts.Logger, loader: opts.Loader, advanced: make(chan struct{}),
 		waiters: make(map[string]chan Outcome), nread: opts.Readers}
 	if err := db.open(); err != nil {
 		db.Close()
@@ -267,23 +272,35 @@ var ErrRestoring = api.Errorf(api.CodeUnavailable, "this node is restoring its d
 func (db *DB) Replace(src string) error {
 	db.applyMu.Lock()
 	defer db.applyMu.Unlock()
-	db.fileMu.Lock()
-	defer db.fileMu.Unlock()
-	db.restoring.Store(true)
-	defer db.restoring.Store(false)
-	if err := db.closeConns(); err != nil {
-		return fmt.Errorf("replace: close: %w", err)
-	}
-	for _, suffix := range []string{"-wal", "-shm"} {
-		if err := os.Remove(db.path + suffix); err != nil && !os.IsNotExist(err) {
+	return db.replaceLocked(src)
+}
+
+// replaceLocked is Replace with applyMu held. Reads wait on fileMu for
+// the swap, which is brief: the caller fetched src beforehand.
+func (db *DB) replaceLocked(src string) error {
+	err := func() error {
+		db.fileMu.Lock()
+		defer db.fileMu.Unlock()
+		db.restoring.Store(true)
+		defer db.restoring.Store(false)
+		if err := db.closeConns(); err != nil {
+			return fmt.Errorf("replace: close: %w", err)
+		}
+		for _, suffix := range []string{"-wal", "-shm"} {
+			if err := os.Remove(db.path + suffix); err != nil && !os.IsNotExist(err) {
+				return fmt.Errorf("replace: %w", err)
+			}
+		}
+		if err := os.Rename(src, db.path); err != nil {
 			return fmt.Errorf("replace: %w", err)
 		}
-	}
-	if err := os.Rename(src, db.path); err != nil {
-		return fmt.Errorf("replace: %w", err)
-	}
-	if err := db.open(); err != nil {
-		return fmt.Errorf("replace: reopen: %w", err)
+		if err := db.open(); err != nil {
+			return fmt.Errorf("replace: reopen: %w", err)
+		}
+		return nil
+	}()
+	if err != nil {
+		return err
 	}
 	db.setApplied(db.applied.Load())
 	return nil
@@ -327,3 +344,5 @@ func (db *DB) closeConns() error {
 	db.readers, db.nopen, db.helper, db.w = nil, 0, nil, nil
 	return errors.Join(errs...)
 }
+
+func dirOf(path string) string { return filepath.Dir(path) }

@@ -25,13 +25,31 @@ type Entry struct {
 	// Tx makes all statements commit or none.
 	Tx         bool
 	Statements []api.Statement
+	// Load, when set, replaces the whole database with an object from the
+	// Object Store (nqctl restore); the entry then has no statements.
+	Load *Load
+}
+
+// Load names an object every node loads as the database's new content,
+// all at the entry's sequence.
+type Load struct {
+	Bucket string
+	Object string
+	// Digest is the object's "SHA-256=<base64url>" digest: a node refuses
+	// an object with another digest.
+	Digest string
+	// SQL: the object is SQL text (a dump) run on an empty database;
+	// otherwise it is a SQLite file.
+	SQL bool
 }
 
 // The entry encoding is binary, compact and fast to decode (every node
 // decodes every entry, and catch-up is bound by it):
 //
 //	"nq" version(1)
-//	node:str token:str time:varint seed:varint flags:byte (bit 0: tx)
+//	node:str token:str time:varint seed:varint flags:byte (bit 0: tx,
+//	bit 1: load)
+//	[load: bucket:str object:str digest:str kind:byte (0 SQLite, 1 SQL)]
 //	count:uvarint, then per statement:
 //	  sql:str kind:byte (0 none, 1 positional, 2 named) n:uvarint
 //	  n × value (positional) or n × (name:str value) (named)
@@ -72,7 +90,20 @@ func (e *Entry) Encode() []byte {
 	if e.Tx {
 		flags |= 1
 	}
+	if e.Load != nil {
+		flags |= 2
+	}
 	b = append(b, flags)
+	if l := e.Load; l != nil {
+		b = appendStr(b, l.Bucket)
+		b = appendStr(b, l.Object)
+		b = appendStr(b, l.Digest)
+		if l.SQL {
+			b = append(b, 1)
+		} else {
+			b = append(b, 0)
+		}
+	}
 	b = binary.AppendUvarint(b, uint64(len(e.Statements)))
 	for _, st := range e.Statements {
 		b = appendStr(b, st.SQL)
@@ -142,12 +173,22 @@ func DecodeEntry(data []byte) (*Entry, error) {
 	d := decoder{b: data[3:]}
 	e := &Entry{Node: d.str(true), Token: d.str(true), Time: d.varint(), Seed: d.varint()}
 	flags := d.byte()
-	if flags&^1 != 0 && d.err == nil {
+	if flags&^3 != 0 && d.err == nil {
 		d.fail("unknown flags %#x", flags)
 	}
 	e.Tx = flags&1 != 0
+	if flags&2 != 0 {
+		e.Load = &Load{Bucket: d.str(true), Object: d.str(true), Digest: d.str(true)}
+		switch k := d.byte(); k {
+		case 0:
+		case 1:
+			e.Load.SQL = true
+		default:
+			d.fail("unknown load kind %d", k)
+		}
+	}
 	n := d.count()
-	if n == 0 && d.err == nil {
+	if n == 0 && e.Load == nil && d.err == nil {
 		d.fail("no statements")
 	}
 	if d.err == nil {

@@ -228,13 +228,10 @@ func (db *DB) takeReader(ctx context.Context) (*conn, chan *conn, error) {
 	if db.closed.Load() {
 		return nil, nil, ErrClosed
 	}
-	if db.restoring.Load() {
-		return nil, nil, ErrRestoring
-	}
-	db.fileMu.RLock()
-	readers := db.readers
+	db.fileMu.RLock() // waits out a Replace's swap
+	readers, restoring := db.readers, db.restoring.Load()
 	db.fileMu.RUnlock()
-	if readers == nil {
+	if readers == nil || restoring {
 		return nil, nil, ErrRestoring
 	}
 	select {

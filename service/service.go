@@ -200,6 +200,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*Node, error) {
 		n.subj[QuerySubject(name)] = d
 		n.subj[ReadSubject(name)] = d
 		n.subj[SnapshotSubject(name)] = d
+		n.subj[LoadSubject(name)] = d
 	}
 	if err := n.register(); err != nil {
 		n.Stop()
@@ -254,8 +255,11 @@ func (n *Node) openDatabase(ctx context.Context, name string) (*database, error)
 	if err := n.prepareLocal(ctx, d, path, info.State.FirstSeq); err != nil {
 		return nil, err
 	}
-	d.db, err = apply.Open(path, apply.Options{
-		Node: n.cfg.NodeID, Readers: n.cfg.Readers, Logger: n.log.With("db", name)})
+	opts := apply.Options{Node: n.cfg.NodeID, Readers: n.cfg.Readers, Logger: n.log.With("db", name)}
+	if n.snaps != nil {
+		opts.Loader = n.loader
+	}
+	d.db, err = apply.Open(path, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -309,12 +313,17 @@ func (n *Node) register() error {
 			}
 		}
 		if n.snaps != nil {
-			err := svc.AddEndpoint("snapshot_"+d.name, n.snapshotHandler(d),
-				micro.WithEndpointSubject(SnapshotSubject(d.name)),
-				micro.WithEndpointQueueGroup(QueueGroup),
-				micro.WithEndpointMetadata(map[string]string{"db": d.name}))
-			if err != nil {
-				return fmt.Errorf("micro endpoint %s: %w", SnapshotSubject(d.name), err)
+			for _, ep := range []struct {
+				name, subject string
+				h             micro.Handler
+			}{{"snapshot_" + d.name, SnapshotSubject(d.name), n.snapshotHandler(d)}, {"load_" + d.name, LoadSubject(d.name), n.loadHandler(d)}} {
+				err := svc.AddEndpoint(ep.name, ep.h,
+					micro.WithEndpointSubject(ep.subject),
+					micro.WithEndpointQueueGroup(QueueGroup),
+					micro.WithEndpointMetadata(map[string]string{"db": d.name}))
+				if err != nil {
+					return fmt.Errorf("micro endpoint %s: %w", ep.subject, err)
+				}
 			}
 		}
 	}
@@ -591,6 +600,11 @@ func (n *Node) write(ctx context.Context, d *database, req *api.Request) (*api.R
 	select {
 	case ack = <-fut.Ok():
 	case err := <-fut.Err():
+		if errors.Is(err, jetstream.ErrNoStreamResponse) {
+			// NATS answered "no responders" (after jetstream's retries):
+			// nothing listens on the entry subject, so nothing was stored.
+			return nil, unreachable(d)
+		}
 		return nil, api.Errorf(api.CodeUnavailable, "JetStream did not store the write: %v", err)
 	case <-ctx.Done():
 		return nil, api.Errorf(api.CodeUnavailable, "JetStream did not acknowledge the write within timeout_ms %d; it may or may not be stored: retry with the same id to be safe", req.TimeoutMS)
@@ -610,4 +624,14 @@ func (n *Node) write(ctx context.Context, d *database, req *api.Request) (*api.R
 	case <-ctx.Done():
 		return nil, api.Errorf(api.CodeTimeout, "entry %d is stored and will be applied, but this node did not apply it within timeout_ms %d: read with after_seq %d to see it", ack.Sequence, req.TimeoutMS, ack.Sequence)
 	}
+}
+
+// unreachable is the error of a write that NATS could not deliver to any
+// JetStream server: no server holding the stream is reachable from this
+// node's NATS server. On a leaf node this is the answer, within a few
+// hundred milliseconds, while the link to the hub is down (the leaf server
+// drops the hub's interest with the link), instead of waiting out the
+// request's timeout.
+func unreachable(d *database) error {
+	return api.Errorf(api.CodeUnavailable, "JetStream is unreachable: no server answers for stream %s on %s (is the leaf node's link to its hub down?); the write was not stored", d.stream, EntrySubject(d.name))
 }

@@ -395,7 +395,7 @@ func TestNode_MicroStats(t *testing.T) {
 	if err := json.Unmarshal(msg.Data, &stats); err != nil {
 		t.Fatalf("%v: %s", err, msg.Data)
 	}
-	if stats.Name != "nqlite" || stats.Version != service.Version || stats.Metadata["node"] != "n1" || len(stats.Endpoints) != 3 {
+	if stats.Name != "nqlite" || stats.Version != service.Version || stats.Metadata["node"] != "n1" || len(stats.Endpoints) != 4 {
 		t.Fatalf("stats: %s", msg.Data)
 	}
 	e := stats.Endpoints[0]

@@ -300,3 +300,50 @@ func (s *Store) Restore(ctx context.Context, db string, d *apply.DB) (*Meta, err
 	s.log.Info("restored from snapshot", "db", db, "seq", m.Seq, "bytes", m.Size, "taken_by", m.Node)
 	return m, nil
 }
+
+// FetchObject downloads object of bucket into a new file in dir, for a
+// load entry: the object must exist and have the given digest
+// ("SHA-256=..."); otherwise the error wraps apply.ErrLoadInvalid, which
+// every node sees the same. Other errors (JetStream unreachable) are
+// transient.
+func FetchObject(ctx context.Context, js jetstream.JetStream, l *apply.Load, dir string) (string, error) {
+	obj, err := js.ObjectStore(ctx, l.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return "", fmt.Errorf("%w: no bucket %s", apply.ErrLoadInvalid, l.Bucket)
+	}
+	if err != nil {
+		return "", err
+	}
+	res, err := obj.Get(ctx, l.Object)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return "", fmt.Errorf("%w: no object %s in bucket %s", apply.ErrLoadInvalid, l.Object, l.Bucket)
+	}
+	if err != nil {
+		return "", err
+	}
+	defer res.Close()
+	info, err := res.Info()
+	if err != nil {
+		return "", err
+	}
+	if info.Digest != l.Digest {
+		return "", fmt.Errorf("%w: object %s has digest %s, the entry names %s", apply.ErrLoadInvalid, l.Object, info.Digest, l.Digest)
+	}
+	f, err := os.CreateTemp(dir, "load-*")
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(f, res); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		if errors.Is(err, jetstream.ErrDigestMismatch) {
+			return "", fmt.Errorf("%w: %v", apply.ErrLoadInvalid, err)
+		}
+		return "", err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
+}
