@@ -82,17 +82,25 @@ func (db *DB) Follow(ctx context.Context, js jetstream.JetStream, stream string)
 				break drain
 			}
 		}
-		if a := db.Applied(); len(batch) > 0 && batch[0].Seq > a+1 {
-			// Entries are missing: purged (restore from a snapshot) or
-			// deleted from the middle of the stream by an operator.
-			first, err := streamFirstSeq(ctx, js, stream)
-			if err == nil && first > a+1 {
-				return &GapError{Applied: a, FirstSeq: first}
+		// Apply contiguous runs; at each hole, find out why entries are
+		// missing: purged (restore from a snapshot) or deleted from the
+		// middle of the stream by an operator.
+		for rest := batch; len(rest) > 0; {
+			if a := db.Applied(); rest[0].Seq > a+1 {
+				first, err := streamFirstSeq(ctx, js, stream)
+				if err == nil && first > a+1 {
+					return &GapError{Applied: a, FirstSeq: first}
+				}
+				db.log.Warn("stream entries missing before this one: deleted from the stream", "applied", a, "next", rest[0].Seq)
 			}
-			db.log.Warn("stream entries missing before this one: deleted from the stream", "applied", a, "next", batch[0].Seq)
-		}
-		if err := db.applyWithRetry(ctx, batch); err != nil {
-			return err
+			n := 1
+			for n < len(rest) && rest[n].Seq == rest[n-1].Seq+1 {
+				n++
+			}
+			if err := db.applyWithRetry(ctx, rest[:n]); err != nil {
+				return err
+			}
+			rest = rest[n:]
 		}
 	}
 }

@@ -120,6 +120,7 @@ type database struct {
 	done      chan error    // follower's result
 	restoring atomic.Bool   // restoring from a snapshot: requests get 503
 	lastSnap  atomic.Uint64 // sequence of the latest stored snapshot known here
+	restores  atomic.Uint64 // restores from a snapshot while running
 }
 
 // Start creates or updates each database's stream, opens its SQLite file,
@@ -369,12 +370,15 @@ type Stats struct {
 	// SnapshotSeq is the sequence of the latest stored snapshot this node
 	// knows of (0: none).
 	SnapshotSeq uint64 `json:"snapshot_seq"`
+	// Restores counts restores from a snapshot while running (self-healing
+	// after a purge), since start.
+	Restores    uint64 `json:"restores"`
 	StreamError string `json:"stream_error,omitempty"`
 }
 
 func (n *Node) stats(d *database) Stats {
 	s := Stats{DB: d.name, Node: n.cfg.NodeID, Applied: d.db.Applied(), Skipped: d.db.Skipped(), Waiting: d.db.Waiting(),
-		State: "serving", SnapshotSeq: d.lastSnap.Load()}
+		State: "serving", SnapshotSeq: d.lastSnap.Load(), Restores: d.restores.Load()}
 	if d.restoring.Load() || d.db.Restoring() {
 		s.State = "restoring"
 	}
@@ -389,6 +393,14 @@ func (n *Node) stats(d *database) Stats {
 		}
 	}
 	return s
+}
+
+// Stats returns the micro stats data of database name (see Stats).
+func (n *Node) Stats(name string) Stats {
+	if d := n.dbs[name]; d != nil {
+		return n.stats(d)
+	}
+	return Stats{}
 }
 
 // DB returns the apply.DB of database name, or nil.

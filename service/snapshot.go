@@ -120,7 +120,9 @@ func (n *Node) follow(d *database) error {
 		n.log.Warn("entries this node needs were purged: restoring from the snapshot", "db", d.name, "err", err)
 		_, rerr := n.snaps.Restore(n.ctx, d.name, d.db)
 		d.restoring.Store(false)
-		if rerr != nil {
+		if rerr == nil {
+			d.restores.Add(1)
+		} else {
 			n.log.Error("restore from snapshot failed, retrying", "db", d.name, "err", rerr)
 			select {
 			case <-n.ctx.Done():

@@ -335,3 +335,47 @@ func TestLoad(t *testing.T) {
 	}
 	sameData(t, nc, n1, n2)
 }
+
+// TestSnapshot_SelfHealWhileRunning: a running node held back while the
+// others write far ahead, snapshot and purge finds the next entry it needs
+// purged, restores from the snapshot by itself and goes on.
+func TestSnapshot_SelfHealWhileRunning(t *testing.T) {
+	ns := servicetest.StartServer(t)
+	nc := servicetest.Connect(t, ns.ClientURL())
+	n1 := servicetest.StartNode(t, ns.ClientURL(), snapCfg("n1"))
+	n2 := servicetest.StartNode(t, ns.ClientURL(), snapCfg("n2"))
+	c := client.New(nc)
+	ok(t, do(t, c, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)"))
+	release := n2.DB("main").Hold()
+	defer release()
+	held := n2.DB("main").Applied()
+	// More entries than n2's consumer takes in while held (its pull
+	// batches and queue), so that JetStream moves n2's consumer past the
+	// purged ones: n2 then receives a run of entries and, after a hole, the
+	// stream's first remaining entry, possibly in one batch.
+	const N = 6000
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := g; i < N; i += 8 {
+				if _, err := c.Query(context.Background(), "main", client.Request{Statements: stmts(fmt.Sprintf("INSERT INTO t(id, v) VALUES(%d, random())", i)), Queue: true}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	last := streamInfo(t, nc).State.LastSeq
+	servicetest.WaitFor(t, 30*time.Second, "a purge far past the held node", func() bool {
+		return streamInfo(t, nc).State.FirstSeq > held+N-100
+	})
+	release()
+	servicetest.WaitFor(t, 30*time.Second, "n2 to heal and catch up", func() bool { return n2.DB("main").Applied() >= last })
+	if got := n2.Stats("main").Restores; got != 1 {
+		t.Fatalf("n2 restored %d times, want 1", got)
+	}
+	sameData(t, nc, n1, n2)
+}
