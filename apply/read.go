@@ -3,6 +3,7 @@ package apply
 import (
 	"context"
 	"fmt"
+	"math"
 
 	"github.com/nqlite/nqlite/service/api"
 	"zombiezen.com/go/sqlite"
@@ -242,20 +243,23 @@ func (db *DB) takeReader(ctx context.Context) (*conn, chan *conn, error) {
 	}
 }
 
-// rowSize estimates the JSON bytes of a row in the rows format.
+// rowSize estimates the JSON bytes of a row in the values format (a lower
+// bound: the caller checks the exact encoded size).
 func rowSize(vals []any, cols []string) int {
 	n := 2
-	for i, v := range vals {
-		n += len(cols[i]) + 4
+	for _, v := range vals {
+		n++
 		switch x := v.(type) {
 		case nil:
 			n += 4
-		case int64, float64:
-			n += 24
+		case int64:
+			n += 1 + int(math.Log10(math.Abs(float64(x))+1))
+		case float64:
+			n += 8
 		case string:
 			n += len(x) + 2
 		case []byte:
-			n += len(x)*4/3 + 16
+			n += len(x)*4/3 + 14
 		}
 	}
 	return n
