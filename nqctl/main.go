@@ -1,19 +1,28 @@
-// Command nqctl runs SQL against an nqlite database over NATS and prints
-// the results as aligned tables or as the server's JSON.
+// Command nqctl is nqlite's shell and operations tool: it runs SQL on an
+// nqlite database over NATS, interactively like the sqlite3 shell or from
+// scripts.
 //
-//	nqctl [--server URL] [--creds FILE] [--db main] [--format table|json] [--timeout 10s] [SQL ...]
+//	nqctl [flags] [SQL ...]          run SQL; with no SQL and a terminal, the shell
+//	nqctl shell|query|exec|dump|import|nodes|bench [flags] [args]
 //
 // SQL given as arguments is joined with spaces and sent as one request.
-// Without arguments nqctl reads SQL from standard input, splits it into
-// statements and sends them, in order, in requests of whole statements of
-// at most 256 KiB each, so a script larger than the NATS max payload (1 MB
-// by default) loads too. A BEGIN ... COMMIT block (or an outer SAVEPOINT
-// ... RELEASE) is never split between requests, because nqlite rolls back
-// a transaction that a request leaves open.
+// With no arguments and standard input a terminal, nqctl is an
+// interactive shell (line editing, history in ~/.nqctl_history,
+// multi-line statements ending with ';', sqlite3-like dot-commands and
+// output modes). With standard input not a terminal, nqctl runs what is
+// piped: SQL statements, sent in order in requests of whole statements of
+// at most 256 KiB each (so a script larger than the NATS max payload
+// loads too), and dot-commands. A BEGIN ... COMMIT block (or an outer
+// SAVEPOINT ... RELEASE) is never split between requests, because nqlite
+// rolls back a transaction that a request leaves open.
+//
+// Connection flags follow the nats CLI: --server, --creds, --context and
+// the others, the NATS_URL, NATS_CREDS, NATS_CONTEXT... variables, and the
+// nats CLI's selected context.
 //
 // Exit codes: 0 success; 1 a statement or request failed (the error goes
-// to stderr with the statement's number; after a failed request the rest
-// of the input is not sent, after a failed statement it is); 2 usage
+// to stderr with SQLite's message and position; after a failed request the
+// rest of a script is not sent, after a failed statement it is); 2 usage
 // error; 3 NATS unreachable or no node serves the database.
 //
 // nqctl imports no SQLite package: it only speaks the wire protocol of
@@ -27,339 +36,408 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
+	"sync"
 	"syscall"
-	"time"
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
+	"golang.org/x/term"
 
 	"github.com/nqlite/nqlite/service/api"
-	"github.com/nqlite/nqlite/service/client"
 )
-
-// Exit codes of nqctl.
-const (
-	exitOK     = 0
-	exitFailed = 1
-	exitUsage  = 2
-	exitConn   = 3
-)
-
-// chunkLimit bounds the JSON-encoded SQL of one request made from standard
-// input: well under NATS's default max payload of 1 MiB, leaving room for
-// the server's own encoding of the stream entry.
-const chunkLimit = 256 << 10
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		for sig := range sigs {
+			if sig == os.Interrupt && interrupt() {
+				continue // the shell cancelled its running command
+			}
+			cancel()
+		}
+	}()
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
-	stop()
+	signal.Stop(sigs)
+	cancel()
 	os.Exit(code)
 }
 
-// options are nqctl's parsed flags.
-type options struct {
-	server  string
-	creds   string
-	db      string
-	format  string
-	timeout time.Duration
+// interrupts routes SIGINT to the shell's running command, when there is
+// one, instead of ending nqctl.
+var interrupts struct {
+	sync.Mutex
+	f func()
 }
 
-// errHelp reports that -h or --help was given: usage was printed, exit 0.
-var errHelp = errors.New("help requested")
+// onInterrupt makes SIGINT call f until restore is called.
+func onInterrupt(f func()) (restore func()) {
+	interrupts.Lock()
+	prev := interrupts.f
+	interrupts.f = f
+	interrupts.Unlock()
+	return func() {
+		interrupts.Lock()
+		interrupts.f = prev
+		interrupts.Unlock()
+	}
+}
 
-// errPrinted reports a flag error the flag package has already printed.
-var errPrinted = errors.New("usage error")
+// interrupt calls the current interrupt handler and reports whether there
+// was one.
+func interrupt() bool {
+	interrupts.Lock()
+	f := interrupts.f
+	interrupts.Unlock()
+	if f == nil {
+		return false
+	}
+	f()
+	return true
+}
 
-func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
-	o := &options{}
-	fs := flag.NewFlagSet("nqctl", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&o.server, "server", envOr("NATS_URL", nats.DefaultURL), "NATS server URL, or several separated by commas ($NATS_URL if set)")
-	fs.StringVar(&o.creds, "creds", os.Getenv("NATS_CREDS"), "NATS user credentials file ($NATS_CREDS if set)")
-	fs.StringVar(&o.db, "db", "main", "database to query")
-	fs.StringVar(&o.format, "format", "table", "output format: table or json (the server's response, one JSON document per request)")
-	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "timeout of each request (sent to the server as timeout_ms; at most 10m)")
+// options are the flags shared by nqctl and its commands.
+type options struct {
+	conn connOptions
+	// mode is the output mode; "" chooses the command's default.
+	mode string
+	// format is the flag of nqctl's first version: table (column mode) or
+	// json (the server's responses, mode raw).
+	format    string
+	headers   bool
+	nullValue *string
+	level     string
+	timer     bool
+}
+
+// registerOutput adds the output flags to fs.
+func (o *options) registerOutput(fs *flag.FlagSet) {
+	fs.StringVar(&o.mode, "mode", o.mode, "output mode: "+strings.Join(modes, ", ")+" (default table in the shell, column otherwise)")
+	fs.StringVar(&o.format, "format", o.format, "table (mode column) or json (mode raw: the server's response, one JSON document per request)")
+	fs.BoolVar(&o.headers, "headers", o.headers, "print column names")
+	fs.Func("nullvalue", `text printed for NULL (default "NULL"; an empty field in csv)`, func(s string) error {
+		o.nullValue = &s
+		return nil
+	})
+	fs.StringVar(&o.level, "level", o.level, "read consistency of every request: none or strong")
+	fs.BoolVar(&o.timer, "timer", o.timer, "print the node's time and the round trip after each request")
+}
+
+// outputMode returns the mode chosen by --mode or --format, else def.
+func (o *options) outputMode(def string) (string, error) {
+	mode := def
+	switch o.format {
+	case "":
+	case "table":
+		mode = modeColumn
+	case "json":
+		mode = modeRaw
+	default:
+		return "", usageErrorf("--format %q: use table or json", o.format)
+	}
+	if o.mode != "" {
+		mode = strings.ToLower(o.mode)
+		if mode == "columns" {
+			mode = modeColumn
+		}
+		if !validMode(mode) {
+			return "", usageErrorf("--mode %q: use one of %s", o.mode, strings.Join(modes, ", "))
+		}
+	}
+	switch o.level {
+	case "", api.LevelNone, api.LevelStrong:
+	default:
+		return "", usageErrorf("--level %q: use none or strong", o.level)
+	}
+	return mode, nil
+}
+
+// env is one run of nqctl: its standard streams and options.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	opts           options
+}
+
+// run is nqctl without the process around it: it parses args, runs the
+// command and writes results to stdout and errors to stderr. It returns
+// the exit code.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
+	e.opts.conn = defaultConnOptions()
+	e.opts.headers = true
+	err := e.main(ctx, args)
+	if err != nil && !errors.Is(err, errHelp) {
+		if msg := errorMessage(err); msg != "" {
+			fmt.Fprintf(stderr, "nqctl: %s\n", msg)
+		}
+	}
+	return exitCode(err)
+}
+
+// main dispatches to a command or runs nqctl's SQL mode.
+func (e *env) main(ctx context.Context, args []string) error {
+	if len(args) > 0 {
+		if c := findCommand(args[0]); c != nil {
+			return c.make(e).Run(ctx, args[1:])
+		}
+	}
+	fs := e.flagSet("", "[SQL ...]", "")
+	e.opts.conn.register(fs)
+	e.opts.registerOutput(fs)
+	fs.Usage = func() { e.mainUsage(fs) }
+	rest, err := e.parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		if c := findCommand(rest[0]); c != nil {
+			return c.make(e).Run(ctx, rest[1:])
+		}
+	}
+	mode, err := e.opts.outputMode(modeColumn)
+	if err != nil {
+		return err
+	}
+	if err := e.opts.conn.validate(); err != nil {
+		return err
+	}
+	if len(rest) == 0 && isTerminal(e.stdin) {
+		if e.opts.mode == "" && e.opts.format == "" {
+			mode = modeTable
+		}
+		return e.shell(ctx, mode, true)
+	}
+	return e.runSQL(ctx, rest, mode, sqlRun{})
+}
+
+// sqlRun are the options of runSQL.
+type sqlRun struct {
+	params  []any
+	file    string
+	req     reqOptions
+	changes *bool
+}
+
+// runSQL runs SQL from args (one request) or, without args, the script on
+// stdin or in r.file (statements in chunks, dot-commands too).
+func (e *env) runSQL(ctx context.Context, args []string, mode string, r sqlRun) error {
+	var (
+		items []scriptItem
+		total int
+		src   string
+	)
+	if len(args) > 0 {
+		sql := strings.TrimPrefix(strings.Join(args, " "), "\uFEFF")
+		if !utf8.ValidString(sql) {
+			return failedf("the SQL is not valid UTF-8: convert it first (e.g. with iconv)")
+		}
+		sts := splitStmts(sql, 1)
+		if len(sts) > 0 {
+			items = []scriptItem{{stmts: sts}}
+			total = len(sts)
+		}
+	} else {
+		in, name := e.stdin, "standard input"
+		if r.file != "" && r.file != "-" {
+			f, err := os.Open(r.file)
+			if err != nil {
+				return usageErrorf("%v", err)
+			}
+			defer f.Close()
+			in, name, src = f, r.file, r.file
+		}
+		text, err := readScript(in, name)
+		if err != nil {
+			return err
+		}
+		items, total = parseScript(text)
+	}
+	if len(items) == 0 {
+		return usageErrorf("no SQL statement given: pass SQL as arguments or on standard input (see --help)")
+	}
+	if len(r.params) > 0 && (len(items) != 1 || len(items[0].stmts) != 1) {
+		return usageErrorf("parameters (-p) need exactly one SQL statement, got %d", total)
+	}
+
+	nc, err := e.opts.conn.connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	out := bufio.NewWriter(e.stdout)
+	defer out.Flush()
+	s := e.newSession(nc, out, mode)
+	if r.changes != nil {
+		s.p.changes = r.changes
+	}
+	if len(args) > 0 {
+		sts := items[0].stmts
+		if len(r.params) > 0 {
+			return s.runParams(ctx, sts[0], r.params, r.req)
+		}
+		return s.run(ctx, sts, runOptions{numbered: true, total: total, req: r.req})
+	}
+	sh := &shell{s: s, env: e, req: r.req, width: terminalWidth(e.stdout)}
+	sh.runScript(ctx, items, total, src)
+	return sh.result()
+}
+
+// newSession connects the options to a session printing to out.
+func (e *env) newSession(nc *nats.Conn, out *bufio.Writer, mode string) *session {
+	s := newSession(nc, &e.opts.conn, out, e.stderr, mode)
+	s.p.headers = e.opts.headers
+	s.p.nullValue = e.opts.nullValue
+	s.p.color = colorOutput(e.stdout)
+	s.timer = e.opts.timer
+	if e.opts.level != "" {
+		s.level = e.opts.level
+	}
+	s.caret = isTerminal(e.stderr)
+	if w := terminalWidth(e.stdout); w != nil {
+		s.p.maxWidth = w()
+	}
+	return s
+}
+
+// shell runs the shell: interactive on a terminal, else the script on
+// stdin.
+func (e *env) shell(ctx context.Context, mode string, interactive bool) error {
+	if !interactive {
+		return e.runSQL(ctx, nil, mode, sqlRun{})
+	}
+	return e.interactive(ctx, mode, func(sh *shell) lineReader {
+		if !isTerminal(e.stdout) {
+			// Output redirected: prompts go to stderr, no line editing.
+			return &promptReader{r: bufio.NewReader(e.stdin), w: e.stderr}
+		}
+		sh.history = historyFile()
+		return newLinerReader(sh.history, e.stderr, sh.completer(ctx))
+	})
+}
+
+// interactive runs the interactive shell reading lines from the reader
+// newReader returns.
+func (e *env) interactive(ctx context.Context, mode string, newReader func(*shell) lineReader) error {
+	nc, err := e.opts.conn.connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	out := bufio.NewWriter(e.stdout)
+	defer out.Flush()
+	s := e.newSession(nc, out, mode)
+	s.errPrefix = "Error: "
+	s.caret = true
+	sh := &shell{s: s, env: e, width: terminalWidth(e.stdout)}
+	sh.lr = newReader(sh)
+	defer sh.lr.close()
+	if err := sh.runInteractive(ctx); err != nil {
+		return err
+	}
+	return sh.result()
+}
+
+// result is the shell's outcome as an error for the exit code.
+func (sh *shell) result() error {
+	switch {
+	case sh.exitCode != nil:
+		if *sh.exitCode == 0 {
+			return nil
+		}
+		return &exitError{code: *sh.exitCode}
+	case sh.connFailed:
+		return &exitError{code: exitConn}
+	case sh.failed:
+		return errFailedPrinted
+	}
+	return nil
+}
+
+// flagSet returns a FlagSet for a command whose usage prints synopsis and
+// about.
+func (e *env) flagSet(name, synopsis, about string) *flag.FlagSet {
+	full := "nqctl"
+	if name != "" {
+		full += " " + name
+	}
+	fs := flag.NewFlagSet(full, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: nqctl [flags] [SQL ...]
+		fmt.Fprintf(fs.Output(), "Usage: %s [flags] %s\n\n", full, synopsis)
+		if about != "" {
+			fmt.Fprintf(fs.Output(), "%s\n\n", strings.TrimSpace(about))
+		}
+		fmt.Fprintln(fs.Output(), "Flags:")
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses args with fs and records the connection flags given.
+func (e *env) parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, errHelp
+		}
+		return nil, errUsagePrinted
+	}
+	e.opts.conn.noteSet(fs)
+	return fs.Args(), nil
+}
+
+func (e *env) mainUsage(fs *flag.FlagSet) {
+	w := fs.Output()
+	fmt.Fprint(w, `Usage: nqctl [flags] [SQL ...]
+       nqctl COMMAND [flags] [args]
 
 Runs SQL on an nqlite database and prints the results. SQL given as
-arguments is sent as one request; without arguments SQL is read from
-standard input and sent in chunks of whole statements, in order.
-Flags come before the SQL.
+arguments is sent as one request. Without arguments, on a terminal nqctl
+is an interactive shell (enter .help there); otherwise it runs the SQL
+and dot-commands on standard input, sending statements in order in chunks
+of whole statements. Flags come before the SQL.
 
+Commands (nqctl COMMAND --help for each):
+`)
+	for _, c := range commandList {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprint(w, `
 Exit codes: 0 ok, 1 a statement or request failed, 2 usage error,
 3 cannot reach NATS or no node serves the database.
 
 Flags:
 `)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, nil, errHelp
-		}
-		return nil, nil, errPrinted
-	}
-	switch o.format {
-	case "table", "json":
-	default:
-		return nil, nil, fmt.Errorf("--format %q: use table or json", o.format)
-	}
-	if !api.ValidDBName(o.db) {
-		return nil, nil, fmt.Errorf("--db %q: use 1-64 of A-Z a-z 0-9 _ -", o.db)
-	}
-	if o.timeout < time.Millisecond || o.timeout > api.MaxTimeoutMS*time.Millisecond {
-		return nil, nil, fmt.Errorf("--timeout %v: give 1ms to 10m", o.timeout)
-	}
-	if strings.TrimSpace(o.server) == "" {
-		return nil, nil, errors.New("--server is empty: give a NATS URL such as nats://127.0.0.1:4222")
-	}
-	if o.creds != "" {
-		if _, err := os.Stat(o.creds); err != nil {
-			return nil, nil, fmt.Errorf("--creds: %w", err)
-		}
-	}
-	return o, fs.Args(), nil
+	fs.PrintDefaults()
 }
 
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
+// isTerminal reports whether f is a terminal.
+func isTerminal(f any) bool {
+	file, ok := f.(*os.File)
+	return ok && term.IsTerminal(int(file.Fd()))
 }
 
-// run is nqctl without the process around it: it parses args, reads SQL
-// from args or stdin, sends it and writes results to stdout and errors to
-// stderr. It returns the exit code.
-func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	o, rest, err := parseFlags(args, stderr)
-	if errors.Is(err, errHelp) {
-		return exitOK
+// terminalWidth returns a function reading the width of the terminal w,
+// or nil when w is not a terminal.
+func terminalWidth(w io.Writer) func() int {
+	f, ok := w.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return nil
 	}
-	if err != nil {
-		if !errors.Is(err, errPrinted) {
-			fmt.Fprintf(stderr, "nqctl: %v\n", err)
-		}
-		return exitUsage
-	}
-
-	var sql string
-	fromArgs := len(rest) > 0
-	if fromArgs {
-		sql = strings.Join(rest, " ")
-	} else {
-		if f, ok := stdin.(*os.File); ok {
-			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-				fmt.Fprintln(stderr, "nqctl: reading SQL from the terminal; end with Ctrl-D (or pass SQL as arguments, see --help)")
-			}
-		}
-		data, err := io.ReadAll(stdin)
+	return func() int {
+		width, _, err := term.GetSize(int(f.Fd()))
 		if err != nil {
-			fmt.Fprintf(stderr, "nqctl: read stdin: %v\n", err)
-			return exitFailed
+			return 0
 		}
-		sql = string(data)
+		return width
 	}
-	sql = strings.TrimPrefix(sql, "\uFEFF") // a byte order mark is not SQL
-	if !utf8.ValidString(sql) {
-		fmt.Fprintln(stderr, "nqctl: the SQL is not valid UTF-8: convert it first (e.g. with iconv)")
-		return exitFailed
-	}
-	stmts := api.Split(sql)
-	if len(stmts) == 0 {
-		fmt.Fprintln(stderr, "nqctl: no SQL statement given: pass SQL as arguments or on standard input (see --help)")
-		return exitUsage
-	}
-	var chunks []chunk
-	if fromArgs {
-		chunks = []chunk{{stmts: stmts}}
-	} else {
-		chunks = splitChunks(stmts, chunkLimit)
-	}
-
-	nopts := []nats.Option{nats.Name("nqctl"), nats.Timeout(min(o.timeout, 5*time.Second))}
-	if o.creds != "" {
-		nopts = append(nopts, nats.UserCredentials(o.creds))
-	}
-	nc, err := nats.Connect(o.server, nopts...)
-	if err != nil {
-		fmt.Fprintf(stderr, "nqctl: connect to %s: %v\n", redactURLs(o.server), err)
-		return exitConn
-	}
-	defer nc.Close()
-
-	out := bufio.NewWriter(stdout)
-	defer out.Flush()
-	p := &printer{w: out, json: o.format == "json"}
-	format := api.FormatValues // keeps the column order for tables
-	if p.json {
-		format = api.FormatRows
-	}
-	failed := false
-	var afterSeq uint64
-	for ci, ch := range chunks {
-		req := client.Request{
-			Statements: make([]api.Statement, len(ch.stmts)),
-			Format:     format,
-			TimeoutMS:  int(o.timeout / time.Millisecond),
-			// Read what earlier requests wrote even if another node answers.
-			AfterSeq: afterSeq,
-		}
-		for i, s := range ch.stmts {
-			req.Statements[i] = api.Statement{SQL: s}
-		}
-		raw, resp, err := send(ctx, nc, o.db, &req, o.timeout+time.Second)
-		if err != nil {
-			out.Flush()
-			fmt.Fprintf(stderr, "nqctl: %s\n", requestError(err, ch, len(chunks) > 1))
-			if ci+1 < len(chunks) {
-				fmt.Fprintf(stderr, "nqctl: stopped: statements %d-%d were not sent\n", chunks[ci+1].first+1, len(stmts))
-			}
-			if errors.Is(err, errNoNode) || errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrNoServers) {
-				return exitConn
-			}
-			return exitFailed
-		}
-		afterSeq = max(afterSeq, resp.Seq)
-		if p.json {
-			p.raw(raw)
-		}
-		for i, s := range ch.stmts {
-			n := ch.first + i + 1
-			if i >= len(resp.Results) {
-				out.Flush()
-				fmt.Fprintf(stderr, "nqctl: statement %d (%s): no result: the server did not run it\n", n, snippet(s))
-				failed = true
-				continue
-			}
-			res := &resp.Results[i]
-			if res.Error != "" {
-				out.Flush()
-				fmt.Fprintf(stderr, "nqctl: statement %d (%s): %s\n", n, snippet(s), res.Error)
-				failed = true
-				continue
-			}
-			if !p.json {
-				p.result(res)
-			}
-		}
-		if err := out.Flush(); err != nil {
-			fmt.Fprintf(stderr, "nqctl: write output: %v\n", err)
-			return exitFailed
-		}
-	}
-	if failed {
-		return exitFailed
-	}
-	return exitOK
 }
 
-// errNoNode is returned by send when NATS has no responder for the
-// database's subject.
-var errNoNode = errors.New("no nqlite node serves this database")
-
-// send makes one request to nqlite.query.<db> and returns the raw
-// response body and its decoding. wait bounds the whole exchange.
-func send(ctx context.Context, nc *nats.Conn, db string, req *client.Request, wait time.Duration) ([]byte, *api.Response, error) {
-	payload := req.Encode()
-	if max := nc.MaxPayload(); max > 0 && int64(len(payload)) > max {
-		return nil, nil, &payloadError{size: len(payload), max: max}
-	}
-	ctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	msg, err := nc.RequestWithContext(ctx, "nqlite.query."+db, payload)
-	if err != nil {
-		switch {
-		case errors.Is(err, nats.ErrNoResponders):
-			return nil, nil, fmt.Errorf("%w %q (no responders on nqlite.query.%s): is a node running with --db %s?", errNoNode, db, db, db)
-		case errors.Is(err, context.DeadlineExceeded):
-			return nil, nil, fmt.Errorf("no response within %v: the request may or may not have been applied", wait)
-		}
-		return nil, nil, fmt.Errorf("request: %w", err)
-	}
-	code := 0
-	if h := msg.Header.Get("Nats-Service-Error-Code"); h != "" {
-		code, _ = strconv.Atoi(h)
-	}
-	resp, err := api.DecodeResponse(msg.Data, code)
-	if err != nil {
-		return nil, nil, err
-	}
-	return msg.Data, resp, nil
-}
-
-// payloadError is a request too large for the NATS connection.
-type payloadError struct {
-	size int
-	max  int64
-}
-
-func (e *payloadError) Error() string {
-	return fmt.Sprintf("the request is %d bytes, over the NATS max payload of %d bytes", e.size, e.max)
-}
-
-// requestError words a request-level failure for the person running
-// nqctl: it names the statements the request held when the input was
-// sent in several requests, and renumbers the server's "statement N:"
-// (counted within the request) to count within the whole input.
-func requestError(err error, ch chunk, several bool) string {
-	msg := err.Error()
-	var ae *api.Error
-	if errors.As(err, &ae) && ch.first > 0 {
-		if rest, ok := strings.CutPrefix(msg, "statement "); ok {
-			if num, tail, ok := strings.Cut(rest, ":"); ok {
-				if n, err := strconv.Atoi(num); err == nil {
-					msg = fmt.Sprintf("statement %d:%s", ch.first+n, tail)
-				}
-			}
-		}
-	}
-	if ae != nil && ae.Code != 0 {
-		msg = fmt.Sprintf("%s (code %d)", msg, ae.Code)
-	}
-	var pe *payloadError
-	if errors.As(err, &pe) {
-		if ch.tx {
-			msg += ": the statements form one transaction (BEGIN ... COMMIT), which nqctl sends as one request; split the transaction, or remove BEGIN and COMMIT to load in chunks"
-		} else {
-			msg += ": split the SQL into smaller statements, or pipe it on standard input to send it in chunks"
-		}
-	}
-	if several {
-		return fmt.Sprintf("statements %d-%d: %s", ch.first+1, ch.first+len(ch.stmts), msg)
-	}
-	return msg
-}
-
-// snippet is a statement shortened to one line for error messages.
-func snippet(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	const maxRunes = 48
-	if utf8.RuneCountInString(s) <= maxRunes {
-		return s
-	}
-	r := []rune(s)
-	return string(r[:maxRunes]) + "..."
-}
-
-// redactURLs hides passwords in a comma-separated list of NATS URLs.
-func redactURLs(servers string) string {
-	parts := strings.Split(servers, ",")
-	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
-			if _, ok := u.User.Password(); !ok {
-				u.User = url.User("xxxxx") // a token
-			}
-			parts[i] = u.Redacted()
-		}
-	}
-	return strings.Join(parts, ",")
+// colorOutput reports whether w is a terminal that may get colors.
+func colorOutput(w io.Writer) bool {
+	return isTerminal(w) && os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb"
 }
