@@ -1,23 +1,149 @@
 package main
 
-import "context"
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
 
-// Backup and restore need nqlite's snapshots (a node writes a consistent
-// SQLite file to the JetStream Object Store). Until that lands, the shell's
-// .backup/.restore and the backup/restore subcommands say so and fail with
-// exit code 1. This file is the place for them.
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"github.com/schollz/progressbar/v3"
 
-// errNeedsSnapshots is the error of backup and restore.
-const errNeedsSnapshots = "not available yet: needs the snapshot feature (nqlite snapshots to the Object Store have not landed)"
+	"github.com/nqlite/nqlite/service/api"
+)
+
+// Backup and restore go through nqlite's snapshots in the JetStream Object
+// Store (bucket api.SnapshotBucket):
+//
+//   - backup asks a node for a fresh snapshot (nqlite.snapshot.<db>, after
+//     the session's last sequence) and downloads it: a consistent SQLite
+//     file as of the sequence it reports. The Object Store checks its
+//     SHA-256 digest.
+//   - restore uploads a SQLite file or a SQL dump as load/<db>/<id> and asks
+//     a node to load it (nqlite.load.<db>): every node switches to it at the
+//     same stream sequence. Files of any size work (the Object Store chunks
+//     them).
+//
+// Both show a progress bar on a terminal.
 
 // backup writes a snapshot of the session's database to file.
-func backup(file string) error {
-	return failedf("backup to %s: %s", file, errNeedsSnapshots)
+func backup(ctx context.Context, s *session, file string, stderr io.Writer, progress bool) error {
+	body, _ := json.Marshal(map[string]any{"after_seq": s.afterSeq})
+	msg, err := s.nc.RequestWithContext(ctx, "nqlite.snapshot."+s.db, body)
+	if err != nil {
+		return connErrorf("backup: ask for a snapshot of %s: %v", s.db, err)
+	}
+	if code := msg.Header.Get("Nats-Service-Error-Code"); code != "" {
+		return failedf("backup: snapshot of %s: %s", s.db, msg.Header.Get("Nats-Service-Error"))
+	}
+	var snap api.SnapshotReply
+	if err := json.Unmarshal(msg.Data, &snap); err != nil {
+		return failedf("backup: snapshot reply: %v", err)
+	}
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return failedf("backup: %v", err)
+	}
+	obj, err := js.ObjectStore(ctx, snap.Bucket)
+	if err != nil {
+		return failedf("backup: bucket %s: %v", snap.Bucket, err)
+	}
+	res, err := obj.Get(ctx, snap.Object)
+	if err != nil {
+		return failedf("backup: object %s: %v", snap.Object, err)
+	}
+	defer res.Close()
+	tmp, err := os.CreateTemp(filepath.Dir(file), filepath.Base(file)+".part-*")
+	if err != nil {
+		return failedf("backup: %v", err)
+	}
+	defer os.Remove(tmp.Name())
+	var w io.Writer = tmp
+	if progress {
+		bar := newBar(stderr, int64(snap.Size), "backup "+s.db)
+		w = io.MultiWriter(tmp, bar)
+		defer bar.Close()
+	}
+	n, err := io.Copy(w, res) // the digest is checked at the end
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return failedf("backup: download %s: %v", snap.Object, err)
+	}
+	if err := os.Rename(tmp.Name(), file); err != nil {
+		return failedf("backup: %v", err)
+	}
+	s.afterSeq = max(s.afterSeq, snap.Seq)
+	fmt.Fprintf(stderr, "backup of %s as of sequence %d: %s (%d bytes, %s)\n", s.db, snap.Seq, file, n, snap.Digest)
+	return nil
 }
 
-// restore replaces the session's database with the snapshot in file.
-func restore(file string) error {
-	return failedf("restore from %s: %s", file, errNeedsSnapshots)
+var sqliteMagic = []byte("SQLite format 3\x00")
+
+// restore replaces the session's database, on every node, with the SQLite
+// file or SQL dump in file.
+func restore(ctx context.Context, s *session, file string, stderr io.Writer, progress bool) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return failedf("restore: %v", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return failedf("restore: %v", err)
+	}
+	head := make([]byte, len(sqliteMagic))
+	n, _ := io.ReadFull(f, head)
+	isSQL := !bytes.Equal(head[:n], sqliteMagic)
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return failedf("restore: %v", err)
+	}
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return failedf("restore: %v", err)
+	}
+	obj, err := js.ObjectStore(ctx, api.SnapshotBucket)
+	if err != nil {
+		return failedf("restore: bucket %s (do the nodes have snapshots enabled?): %v", api.SnapshotBucket, err)
+	}
+	var r io.Reader = f
+	if progress {
+		bar := newBar(stderr, st.Size(), "upload "+filepath.Base(file))
+		r = io.TeeReader(f, bar)
+		defer bar.Close()
+	}
+	name := "load/" + s.db + "/" + nuid.Next()
+	info, err := obj.Put(ctx, jetstream.ObjectMeta{Name: name, Description: "nqctl restore of " + filepath.Base(file)}, r)
+	if err != nil {
+		return failedf("restore: upload: %v", err)
+	}
+	req, _ := json.Marshal(api.LoadRequest{Bucket: api.SnapshotBucket, Object: name, Digest: info.Digest, SQL: isSQL})
+	msg, err := s.nc.RequestWithContext(ctx, "nqlite.load."+s.db, req)
+	if err != nil {
+		return connErrorf("restore: ask for the load: %v", err)
+	}
+	if code := msg.Header.Get("Nats-Service-Error-Code"); code != "" {
+		return failedf("restore: %s", msg.Header.Get("Nats-Service-Error"))
+	}
+	var reply api.LoadReply
+	if err := json.Unmarshal(msg.Data, &reply); err != nil {
+		return failedf("restore: load reply: %v", err)
+	}
+	s.afterSeq = max(s.afterSeq, reply.Seq)
+	kind := "SQLite file"
+	if isSQL {
+		kind = "SQL dump"
+	}
+	fmt.Fprintf(stderr, "restored %s from %s (%s, %s bytes) at sequence %d on every node\n", s.db, file, kind, strconv.FormatInt(st.Size(), 10), reply.Seq)
+	return nil
 }
 
 // backupCommand is "nqctl backup FILE".
@@ -25,7 +151,9 @@ type backupCommand struct{ env *env }
 
 // Run runs the command.
 func (c *backupCommand) Run(ctx context.Context, args []string) error {
-	return c.run(ctx, args, "backup", "Writes a snapshot of the database to FILE.", backup)
+	return c.run(ctx, args, "backup", `Writes a consistent SQLite file of the database to FILE: a node takes a
+fresh snapshot into the JetStream Object Store and nqctl downloads it
+(digest checked).`, backup)
 }
 
 // restoreCommand is "nqctl restore FILE".
@@ -33,13 +161,16 @@ type restoreCommand struct{ env *env }
 
 // Run runs the command.
 func (c *restoreCommand) Run(ctx context.Context, args []string) error {
-	return (&backupCommand{env: c.env}).run(ctx, args, "restore", "Restores the database from the snapshot in FILE.", restore)
+	return (&backupCommand{env: c.env}).run(ctx, args, "restore", `Replaces the database on every node with FILE, a SQLite file or a SQL
+dump: nqctl uploads it to the JetStream Object Store and every node
+switches to it at the same stream sequence.`, restore)
 }
 
-func (c *backupCommand) run(_ context.Context, args []string, name, what string, f func(string) error) error {
-	fs := c.env.flagSet(name, "FILE", what+"\n\n"+errNeedsSnapshots+".")
-	c.env.opts.conn.register(fs)
-	rest, err := c.env.parse(fs, args)
+func (c *backupCommand) run(ctx context.Context, args []string, name, what string, f func(context.Context, *session, string, io.Writer, bool) error) error {
+	e := c.env
+	fs := e.flagSet(name, "FILE", what)
+	e.opts.conn.register(fs)
+	rest, err := e.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -47,8 +178,30 @@ func (c *backupCommand) run(_ context.Context, args []string, name, what string,
 		fs.Usage()
 		return errUsagePrinted
 	}
-	if err := c.env.opts.conn.validate(); err != nil {
+	if err := e.opts.conn.validate(); err != nil {
 		return err
 	}
-	return f(rest[0])
+	nc, err := e.opts.conn.connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	s := e.newSession(nc, nil, modeColumn)
+	err = f(ctx, s, rest[0], e.stderr, isTerminal(e.stderr))
+	if errors.Is(err, context.Canceled) {
+		return failedf("%s: interrupted", name)
+	}
+	return err
+}
+
+// newBar returns a byte progress bar on w.
+func newBar(w io.Writer, size int64, what string) *progressbar.ProgressBar {
+	return progressbar.NewOptions64(size,
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetDescription(what),
+		progressbar.OptionShowBytes(true),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+	)
 }

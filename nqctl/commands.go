@@ -39,8 +39,8 @@ func init() {
 		{"import", "import a CSV file into a table", func(e *env) command { return &importCommand{e} }},
 		{"nodes", "list every node: version, applied sequence, lag, uptime", func(e *env) command { return &nodesCommand{e} }},
 		{"bench", "measure inserts and reads against a running cluster", func(e *env) command { return &benchCommand{e} }},
-		{"backup", "back up the database to a file (not available yet: needs snapshots)", func(e *env) command { return &backupCommand{e} }},
-		{"restore", "restore the database from a file (not available yet: needs snapshots)", func(e *env) command { return &restoreCommand{e} }},
+		{"backup", "write a consistent SQLite file of the database (from a fresh snapshot)", func(e *env) command { return &backupCommand{e} }},
+		{"restore", "replace the database on every node with a SQLite file or SQL dump", func(e *env) command { return &restoreCommand{e} }},
 		{"help", "help on nqctl or a command", func(e *env) command { return &helpCommand{e} }},
 	}
 }

@@ -314,12 +314,9 @@ func TestSubcommands(t *testing.T) {
 	if o.stdout != "x\n1\n" {
 		t.Errorf("flags before query: %q", o.stdout)
 	}
-	// backup/restore are not available yet: exit 1 with a clear message.
-	for _, c := range []string{"backup", "restore"} {
-		o = nqctl(t, nil, c, "--server", url, "x.db")
-		if o.code != exitFailed || !strings.Contains(o.stderr, "not available yet: needs the snapshot feature") {
-			t.Errorf("%s: exit %d %s", c, o.code, o.stderr)
-		}
+	// backup/restore of a file that cannot be: exit 1 with a clear message.
+	if o = nqctl(t, nil, "restore", "--server", url, filepath.Join(t.TempDir(), "nope.db")); o.code != exitFailed || !strings.Contains(o.stderr, "no such file") {
+		t.Errorf("restore of a missing file: exit %d %s", o.code, o.stderr)
 	}
 	// Exit codes: usage 2, SQL 1, connection 3, for subcommands too.
 	if o = nqctl(t, nil, "query", "--server", url, "--mode", "xml", "SELECT 1"); o.code != exitUsage {

@@ -27,7 +27,7 @@ var dotCmds []dotCmd
 
 func init() {
 	dotCmds = []dotCmd{
-		{".backup", "FILE", "back up the database to FILE (not available yet)", (*shell).dotBackup},
+		{".backup", "FILE", "write a consistent SQLite file of the database to FILE (fresh snapshot)", (*shell).dotBackup},
 		{".bail", "on|off", "stop a script at the first failed statement", (*shell).dotBail},
 		{".changes", "on|off", `print "N rows affected" after writes`, (*shell).dotChanges},
 		{".databases", "", "list the databases the nodes serve", (*shell).dotDatabases},
@@ -45,7 +45,7 @@ func init() {
 		{".nullvalue", "TEXT", `print NULL as TEXT (default "NULL")`, (*shell).dotNullValue},
 		{".quit", "", "leave the shell", (*shell).dotExit},
 		{".read", "FILE", "run the SQL and dot-commands in FILE", (*shell).dotRead},
-		{".restore", "FILE", "restore the database from FILE (not available yet)", (*shell).dotRestore},
+		{".restore", "FILE", "replace the database on every node with FILE (SQLite file or SQL dump)", (*shell).dotRestore},
 		{".schema", "[PATTERN]", "show the CREATE statements (of the tables matching)", (*shell).dotSchema},
 		{".separator", "TEXT", `set the separator of list mode`, (*shell).dotSeparator},
 		{".show", "", "same as .status", (*shell).dotStatus},
@@ -614,16 +614,16 @@ func (sh *shell) dotImport(ctx context.Context, args []string) error {
 	return importCSV(ctx, sh.s, sh.env.stderr, o)
 }
 
-func (sh *shell) dotBackup(_ context.Context, args []string) error {
+func (sh *shell) dotBackup(ctx context.Context, args []string) error {
 	if len(args) != 1 {
 		return dotUsage(".backup")
 	}
-	return backup(args[0])
+	return backup(ctx, sh.s, args[0], sh.env.stderr, isTerminal(sh.env.stderr))
 }
 
-func (sh *shell) dotRestore(_ context.Context, args []string) error {
+func (sh *shell) dotRestore(ctx context.Context, args []string) error {
 	if len(args) != 1 {
 		return dotUsage(".restore")
 	}
-	return restore(args[0])
+	return restore(ctx, sh.s, args[0], sh.env.stderr, isTerminal(sh.env.stderr))
 }

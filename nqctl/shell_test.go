@@ -172,7 +172,7 @@ SELECT * FROM t1 ORDER BY a;
 .level strong
 .mode csv
 SELECT * FROM t1 WHERE a = 2;
-.backup snap.db
+.backup `+filepath.Join(dir, "snap.db")+`
 .bogus
 .level
 `)
@@ -196,7 +196,7 @@ current level: strong
 	}
 	for _, w := range []string{
 		inc + ":2: statement 2 (SELECT * FROM nope): no such table: nope",
-		"backup to snap.db: not available yet: needs the snapshot feature",
+		"backup of main as of sequence",
 		"unknown command .bogus",
 	} {
 		if !strings.Contains(o.stderr, w) {

@@ -23,23 +23,11 @@ import (
 // of the Object Store: nqlite.load.<db>.
 func LoadSubject(db string) string { return "nqlite.load." + db }
 
-// LoadRequest is the body of a nqlite.load.<db> request: the object (a
-// SQLite file, or SQL text with SQL true) already uploaded to Bucket, and
-// its digest as the Object Store reports it ("SHA-256=...").
-type LoadRequest struct {
-	Bucket    string `json:"bucket"`
-	Object    string `json:"object"`
-	Digest    string `json:"digest"`
-	SQL       bool   `json:"sql"`
-	TimeoutMS int    `json:"timeout_ms"`
-}
+// LoadRequest is the body of a nqlite.load.<db> request.
+type LoadRequest = api.LoadRequest
 
-// LoadReply answers a load: the stream sequence at which every node
-// switched to the loaded database.
-type LoadReply struct {
-	Seq  uint64 `json:"seq"`
-	Node string `json:"node"`
-}
+// LoadReply answers a load.
+type LoadReply = api.LoadReply
 
 // loader fetches load objects for apply.
 func (n *Node) loader(ctx context.Context, l *apply.Load, dir string) (string, error) {

@@ -179,12 +179,7 @@ func (n *Node) takeSnapshot(ctx context.Context, d *database) (*snapshot.Meta, b
 }
 
 // SnapshotReply is the reply of nqlite.snapshot.<db>.
-type SnapshotReply struct {
-	snapshot.Meta
-	// Taken is true when this request uploaded the snapshot, false when the
-	// stored one already held this node's applied sequence.
-	Taken bool `json:"taken"`
-}
+type SnapshotReply = api.SnapshotReply
 
 // snapshotHandler serves nqlite.snapshot.<db>: take a snapshot now. The
 // request may be empty or {"after_seq": N, "timeout_ms": M}: the node first
@@ -232,7 +227,8 @@ func (n *Node) snapshotHandler(d *database) micro.Handler {
 				fail(api.ErrorCode(err), err.Error())
 				return
 			}
-			b, _ := json.Marshal(SnapshotReply{Meta: *meta, Taken: taken})
+			b, _ := json.Marshal(SnapshotReply{DB: meta.DB, Object: meta.Object, Bucket: meta.Bucket, Seq: meta.Seq,
+				Node: meta.Node, Time: meta.Time, Pages: meta.Pages, Size: meta.Size, Digest: meta.Digest, Taken: taken})
 			r.Respond(b)
 		}()
 	})

@@ -31,10 +31,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nqlite/nqlite/apply"
+	"github.com/nqlite/nqlite/service/api"
 )
 
 // Bucket is the Object Store bucket holding one snapshot per database.
-const Bucket = "NQLITE_SNAPSHOTS"
+const Bucket = api.SnapshotBucket
 
 // ClaimBucket is the KV bucket whose key <db> marks the node uploading.
 const ClaimBucket = "NQLITE_SNAPSHOT_CLAIMS"
