@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -63,7 +64,10 @@ type config struct {
 	tlsCert    string
 	tlsKey     string
 	jsDomain   string
+	leafURLs   listFlag
+	leafCreds  string
 	logLevel   string
+	snapshot   service.SnapshotConfig
 }
 
 func main() {
@@ -93,7 +97,13 @@ func run(args []string) error {
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "client certificate for NATS TLS")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "client key for NATS TLS")
 	fs.StringVar(&c.jsDomain, "js-domain", "", "JetStream domain (for leaf-node deployments)")
+	fs.Var(&c.leafURLs, "leaf-remote", "hub URL to join as a leaf node (repeatable, or comma separated): the embedded nats-server has no JetStream of its own and the node uses the hub's, in --js-domain")
+	fs.StringVar(&c.leafCreds, "leaf-creds", "", "credentials file for the leaf-node connection to the hub")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.Uint64Var(&c.snapshot.Threshold, "snapshot-threshold", 8192, "snapshot a database after this many entries beyond the latest stored snapshot")
+	fs.DurationVar(&c.snapshot.Interval, "snapshot-interval", time.Minute, "how often to check the snapshot threshold")
+	fs.Uint64Var(&c.snapshot.Retain, "snapshot-retain", 0, "entries kept in the stream below a stored snapshot (0: the threshold)")
+	fs.BoolVar(&c.snapshot.Disabled, "no-snapshots", false, "no snapshots, restores or purges (the stream grows forever)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: nqlite [flags]\n\nRuns an nqlite node. Every flag is also read from NQLITE_<FLAG> (e.g. NQLITE_NATS_URL).\n\n")
 		fs.PrintDefaults()
@@ -106,6 +116,16 @@ func run(args []string) error {
 	}
 	if len(c.dbs) == 0 {
 		c.dbs = listFlag{"main"}
+	}
+	if len(c.leafURLs) > 0 {
+		if c.natsURL != "" {
+			return errors.New("--leaf-remote runs an embedded leaf-node server: leave --nats-url empty")
+		}
+		if c.jsDomain == "" {
+			return errors.New("--leaf-remote needs --js-domain, the JetStream domain of the hub")
+		}
+	} else if c.leafCreds != "" {
+		return errors.New("--leaf-creds needs --leaf-remote")
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
@@ -128,7 +148,11 @@ func run(args []string) error {
 			ns.Shutdown()
 			ns.WaitForShutdown()
 		}()
-		log.Info("embedded nats-server started", "listen", c.natsListen, "store", filepath.Join(c.dataDir, "jetstream"))
+		if len(c.leafURLs) > 0 {
+			log.Info("embedded leaf-node nats-server started", "listen", c.natsListen, "hub", redacted(c.leafURLs), "js_domain", c.jsDomain)
+		} else {
+			log.Info("embedded nats-server started", "listen", c.natsListen, "store", filepath.Join(c.dataDir, "jetstream"))
+		}
 	}
 	nc, err := connect(c, url, ns, log)
 	if err != nil {
@@ -145,6 +169,7 @@ func run(args []string) error {
 		Readers:   c.readers,
 		JSDomain:  c.jsDomain,
 		Logger:    log,
+		Snapshot:  c.snapshot,
 	})
 	cancel()
 	if err != nil {
@@ -165,6 +190,27 @@ func startEmbedded(c config) (*server.Server, error) {
 	}
 	if c.jsDomain != "" {
 		opts.JetStreamDomain = c.jsDomain
+	}
+	if len(c.leafURLs) > 0 {
+		// A leaf node of the hub: no JetStream here (the stream lives in
+		// the hub's domain), and one outbound connection to the hub.
+		opts.JetStream, opts.StoreDir, opts.JetStreamDomain = false, "", ""
+		remote := &server.RemoteLeafOpts{Credentials: c.leafCreds}
+		for _, s := range c.leafURLs {
+			if !strings.Contains(s, "://") {
+				s = "nats-leaf://" + s
+			}
+			u, err := url.Parse(s)
+			if err != nil {
+				return nil, fmt.Errorf("--leaf-remote %q: %w", s, err)
+			}
+			remote.URLs = append(remote.URLs, u)
+		}
+		opts.LeafNode.Remotes = []*server.RemoteLeafOpts{remote}
+		// Notice a silently dead link (no reset, no FIN) within about
+		// 15 s instead of NATS's default of minutes: until then, writes
+		// wait out their timeout instead of failing at once with 503.
+		opts.PingInterval, opts.MaxPingsOut = 5*time.Second, 2
 	}
 	if c.natsListen == "" {
 		opts.DontListen = true
@@ -233,4 +279,16 @@ func connect(c config, url string, ns *server.Server, log *slog.Logger) (*nats.C
 		return nil, fmt.Errorf("connect to NATS %s: %w", url, err)
 	}
 	return nc, nil
+}
+
+// redacted renders hub URLs without passwords, for the log.
+func redacted(urls []string) string {
+	out := make([]string, len(urls))
+	for i, s := range urls {
+		if u, err := url.Parse(s); err == nil {
+			s = u.Redacted()
+		}
+		out[i] = s
+	}
+	return strings.Join(out, ",")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,14 +23,40 @@ const MaxBatch = 1024
 //
 // Ordered consumers recreate themselves after reconnects and missed
 // heartbeats from the last delivered sequence (nats.go jetstream
-// semantics), so redelivered messages are dropped by sequence.
+// semantics), so redelivered messages are dropped by sequence. A consumer
+// that stops delivering entries the stream holds (see StallCheck) is
+// replaced by a new one starting after the applied sequence.
 func (db *DB) Follow(ctx context.Context, js jetstream.JetStream, stream string) error {
-	var (
-		cons jetstream.Consumer
-		err  error
-	)
+	for {
+		stalled, err := db.follow(ctx, js, stream)
+		if err != nil || !stalled || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+// StallCheck is how often an idle follower asks its consumer whether it
+// holds entries it has not delivered. An ordered pull consumer notices a
+// lost delivery only when a later message arrives: a message the server
+// sent while the pull's reply subject had no interest (a leaf node's link
+// to its hub broke just after its pull request reached the hub) is never
+// seen otherwise, and the node would lag until the next write. Two checks
+// in a row finding entries undelivered, with no progress in between,
+// recreate the consumer.
+const StallCheck = 2 * time.Second
+
+// Heartbeat is the idle heartbeat the follower asks of its consumer; two
+// missed in a row make nats.go recreate the consumer (its default for
+// ordered consumers is 5 s: 10 s without entries after the server holding
+// the consumer went away).
+const Heartbeat = time.Second
+
+// follow runs one ordered consumer; it returns stalled when that consumer
+// stopped delivering entries it holds.
+func (db *DB) follow(ctx context.Context, js jetstream.JetStream, stream string) (stalled bool, err error) {
+	var cons jetstream.Consumer
 	if first, err := streamFirstSeq(ctx, js, stream); err == nil && first > db.Applied()+1 {
-		return &GapError{Applied: db.Applied(), FirstSeq: first}
+		return false, &GapError{Applied: db.Applied(), FirstSeq: first}
 	}
 	for {
 		cfg := jetstream.OrderedConsumerConfig{}
@@ -43,35 +70,62 @@ func (db *DB) Follow(ctx context.Context, js jetstream.JetStream, stream string)
 			break
 		}
 		if ctx.Err() != nil {
-			return nil
+			return false, nil
 		}
 		db.log.Warn("create ordered consumer, retrying", "stream", stream, "err", err)
 		select {
 		case <-ctx.Done():
-			return nil
+			return false, nil
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
 	ch := make(chan jetstream.Msg, 2*MaxBatch)
+	stop := make(chan struct{})
+	var got received
 	cc, err := cons.Consume(func(m jetstream.Msg) {
+		got.note(m)
 		select {
 		case ch <- m:
+		case <-stop:
 		case <-ctx.Done():
 		}
-	}, jetstream.PullMaxMessages(MaxBatch))
+	}, jetstream.PullMaxMessages(MaxBatch), jetstream.PullHeartbeat(Heartbeat))
 	if err != nil {
-		return fmt.Errorf("consume %s: %w", stream, err)
+		return false, fmt.Errorf("consume %s: %w", stream, err)
 	}
-	defer cc.Stop()
+	defer func() {
+		cc.Stop()
+		close(stop) // a callback still blocked on ch returns
+	}()
 
+	tick := time.NewTicker(StallCheck)
+	defer tick.Stop()
+	suspect, suspectAt := false, uint64(0) // the last check found entries undelivered, at applied suspectAt
 	batch := make([]Msg, 0, MaxBatch)
 	for {
 		batch = batch[:0]
 		select {
 		case <-ctx.Done():
-			return nil
+			return false, nil
 		case m := <-ch:
 			batch = appendMsg(batch, m)
+		case <-tick.C:
+			// Only reached while the apply loop is idle (not held, not
+			// applying).
+			applied := db.Applied()
+			behind, info := consumerBehind(ctx, cons, &got)
+			if behind && suspect && suspectAt == applied {
+				db.log.Warn("consumer stopped delivering entries: recreating it", "stream", stream,
+					"applied", applied, "delivered", info.Delivered.Stream, "pending", info.NumPending)
+				go func(name string) {
+					dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					js.DeleteConsumer(dctx, stream, name)
+				}(info.Name)
+				return true, nil
+			}
+			suspect, suspectAt = behind, applied
+			continue
 		}
 	drain:
 		for len(batch) < MaxBatch {
@@ -89,7 +143,7 @@ func (db *DB) Follow(ctx context.Context, js jetstream.JetStream, stream string)
 			if a := db.Applied(); rest[0].Seq > a+1 {
 				first, err := streamFirstSeq(ctx, js, stream)
 				if err == nil && first > a+1 {
-					return &GapError{Applied: a, FirstSeq: first}
+					return false, &GapError{Applied: a, FirstSeq: first}
 				}
 				db.log.Warn("stream entries missing before this one: deleted from the stream", "applied", a, "next", rest[0].Seq)
 			}
@@ -98,11 +152,53 @@ func (db *DB) Follow(ctx context.Context, js jetstream.JetStream, stream string)
 				n++
 			}
 			if err := db.applyWithRetry(ctx, rest[:n]); err != nil {
-				return err
+				return false, err
 			}
 			rest = rest[n:]
 		}
 	}
+}
+
+// received is the last message an ordered consumer handed over: the
+// server-side consumer it came from and its consumer sequence.
+type received struct {
+	mu   sync.Mutex
+	name string
+	seq  uint64
+}
+
+func (r *received) note(m jetstream.Msg) {
+	md, err := m.Metadata()
+	if err != nil {
+		return
+	}
+	r.mu.Lock()
+	r.name, r.seq = md.Consumer, md.Sequence.Consumer
+	r.mu.Unlock()
+}
+
+// consumerBehind reports whether the consumer holds entries it has not
+// delivered here: pending on the server, or counted as delivered there but
+// never received (consumer sequences count deliveries only, unlike stream
+// sequences, which skip deleted messages), or the consumer is gone (with
+// its server, or deleted).
+func consumerBehind(ctx context.Context, cons jetstream.Consumer, got *received) (bool, *jetstream.ConsumerInfo) {
+	ictx, cancel := context.WithTimeout(ctx, StallCheck/2)
+	defer cancel()
+	info, err := cons.Info(ictx)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return true, &jetstream.ConsumerInfo{}
+	}
+	if err != nil {
+		return false, nil // JetStream unreachable: nothing to catch up with now
+	}
+	got.mu.Lock()
+	var seen uint64
+	if got.name == info.Name {
+		seen = got.seq
+	}
+	got.mu.Unlock()
+	return info.NumPending > 0 || info.Delivered.Consumer > seen, info
 }
 
 func appendMsg(batch []Msg, m jetstream.Msg) []Msg {

@@ -21,9 +21,10 @@ import (
 )
 
 // cluster starts three clustered nats-servers, one node connected to each
-// with an R3 stream, and a client per server. NATS routes a queue-group
-// request to a subscriber on the client's own server first, so clients[i]
-// reaches nodes[i].
+// with an R3 stream, and a client per server. Within a cluster NATS picks
+// any member of a queue group at random (only leaf connections defer to
+// local members), so clients[i] does not necessarily reach nodes[i]:
+// tests that need a given node ask until it answers (fromNode).
 func cluster(tb testing.TB) ([]*server.Server, []*servicetest.Node, []*client.Client) {
 	tb.Helper()
 	servers := servicetest.StartCluster(tb, 3)

@@ -39,16 +39,7 @@ func (n *Node) loader(ctx context.Context, l *apply.Load, dir string) (string, e
 // applied it.
 func (n *Node) loadHandler(d *database) micro.Handler {
 	return micro.HandlerFunc(func(r micro.Request) {
-		n.mu.RLock()
-		if n.stopping {
-			n.mu.RUnlock()
-			n.forward(r)
-			return
-		}
-		n.inflight.Add(1)
-		n.mu.RUnlock()
-		go func() {
-			defer n.inflight.Done()
+		n.dispatch(r, func() {
 			reply, err := n.load(d, r.Data())
 			if err != nil {
 				code := api.ErrorCode(err)
@@ -57,7 +48,7 @@ func (n *Node) loadHandler(d *database) micro.Handler {
 			}
 			b, _ := json.Marshal(reply)
 			r.Respond(b)
-		}()
+		})
 	})
 }
 

@@ -335,24 +335,30 @@ func (n *Node) register() error {
 // to a worker (micro calls a handler one request at a time per endpoint).
 func (n *Node) handler(d *database, readOnly bool) micro.Handler {
 	return micro.HandlerFunc(func(r micro.Request) {
-		n.mu.RLock()
-		if n.stopping {
-			n.mu.RUnlock()
-			n.forward(r)
-			return
-		}
-		n.inflight.Add(1)
-		n.mu.RUnlock()
-		job := func() {
-			defer n.inflight.Done()
-			n.serve(d, r, readOnly)
-		}
-		select {
-		case n.work <- job:
-		default:
-			go job()
-		}
+		n.dispatch(r, func() { n.serve(d, r, readOnly) })
 	})
+}
+
+// dispatch runs job for request r on a worker, counted as in flight, or
+// forwards r to another node when this one is stopping.
+func (n *Node) dispatch(r micro.Request, job func()) {
+	n.mu.RLock()
+	if n.stopping {
+		n.mu.RUnlock()
+		n.forward(r)
+		return
+	}
+	n.inflight.Add(1)
+	n.mu.RUnlock()
+	run := func() {
+		defer n.inflight.Done()
+		job()
+	}
+	select {
+	case n.work <- run:
+	default:
+		go run()
+	}
 }
 
 // Stats is the endpoint data in micro STATS replies.
@@ -547,7 +553,9 @@ func (n *Node) handle(d *database, data []byte, start time.Time, readOnly bool) 
 		return nil, api.Errorf(api.CodeForbidden, "statement %d writes, and %s only reads: send writes to %s", i+1, ReadSubject(d.name), QuerySubject(d.name))
 	}
 	if !plan.Write() {
-		results, seq, err := plan.Run(ctx, int(n.nc.MaxPayload()))
+		// Rows are kept up to twice the max payload (an estimate bounding
+		// memory); serve checks the exact size of the response.
+		results, seq, err := plan.Run(ctx, 2*int(n.nc.MaxPayload()))
 		if err != nil {
 			return nil, err
 		}
@@ -612,12 +620,22 @@ func (n *Node) write(ctx context.Context, d *database, req *api.Request) (*api.R
 	select {
 	case ack = <-fut.Ok():
 	case err := <-fut.Err():
-		if errors.Is(err, jetstream.ErrNoStreamResponse) {
+		var apiErr *jetstream.APIError
+		switch {
+		case errors.Is(err, jetstream.ErrNoStreamResponse):
 			// NATS answered "no responders" (after jetstream's retries):
 			// nothing listens on the entry subject, so nothing was stored.
 			return nil, unreachable(d)
+		case errors.As(err, &apiErr):
+			return nil, api.Errorf(api.CodeUnavailable, "JetStream did not store the write: %v", err)
+		case outcome != nil:
+			// The connection dropped before the ack (nats: disconnected):
+			// the entry may be stored all the same, and then this node
+			// applies it once reconnected.
+			return awaitUnacked(ctx, req, outcome, err)
+		default:
+			return nil, api.Errorf(api.CodeUnavailable, "JetStream did not acknowledge the write (%v); it may or may not be stored: retry with the same id to be safe", err)
 		}
-		return nil, api.Errorf(api.CodeUnavailable, "JetStream did not store the write: %v", err)
 	case <-ctx.Done():
 		return nil, api.Errorf(api.CodeUnavailable, "JetStream did not acknowledge the write within timeout_ms %d; it may or may not be stored: retry with the same id to be safe", req.TimeoutMS)
 	}
@@ -646,4 +664,16 @@ func (n *Node) write(ctx context.Context, d *database, req *api.Request) (*api.R
 // request's timeout.
 func unreachable(d *database) error {
 	return api.Errorf(api.CodeUnavailable, "JetStream is unreachable: no server answers for stream %s on %s (is the leaf node's link to its hub down?); the write was not stored", d.stream, EntrySubject(d.name))
+}
+
+// awaitUnacked waits, until the request's deadline, for this node to apply
+// an entry whose acknowledgement was lost (cause): if JetStream stored it,
+// the outcome arrives as for any write.
+func awaitUnacked(ctx context.Context, req *api.Request, outcome <-chan apply.Outcome, cause error) (*api.Response, error) {
+	select {
+	case o := <-outcome:
+		return &api.Response{Results: o.Results, Seq: o.Seq, Format: req.Format}, nil
+	case <-ctx.Done():
+		return nil, api.Errorf(api.CodeUnavailable, "JetStream did not acknowledge the write (%v) and this node has not applied it within timeout_ms %d; it may or may not be stored: retry with the same id to be safe", cause, req.TimeoutMS)
+	}
 }

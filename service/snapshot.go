@@ -186,16 +186,7 @@ type SnapshotReply = api.SnapshotReply
 // applies sequence N, so the snapshot holds it.
 func (n *Node) snapshotHandler(d *database) micro.Handler {
 	return micro.HandlerFunc(func(r micro.Request) {
-		n.mu.RLock()
-		if n.stopping {
-			n.mu.RUnlock()
-			n.forward(r)
-			return
-		}
-		n.inflight.Add(1)
-		n.mu.RUnlock()
-		go func() {
-			defer n.inflight.Done()
+		n.dispatch(r, func() {
 			var req struct {
 				AfterSeq  uint64 `json:"after_seq"`
 				TimeoutMS int    `json:"timeout_ms"`
@@ -230,6 +221,6 @@ func (n *Node) snapshotHandler(d *database) micro.Handler {
 			b, _ := json.Marshal(SnapshotReply{DB: meta.DB, Object: meta.Object, Bucket: meta.Bucket, Seq: meta.Seq,
 				Node: meta.Node, Time: meta.Time, Pages: meta.Pages, Size: meta.Size, Digest: meta.Digest, Taken: taken})
 			r.Respond(b)
-		}()
+		})
 	})
 }

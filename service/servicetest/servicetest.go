@@ -46,9 +46,7 @@ func RestartServer(tb testing.TB, ns *server.Server) *server.Server {
 	if !ok {
 		tb.Fatal("RestartServer: server not started by servicetest")
 	}
-	opts := o.(*server.Options).Clone()
-	opts.Port = ns.Addr().(*net.TCPAddr).Port
-	return startServer(tb, opts)
+	return startServer(tb, o.(*server.Options).Clone())
 }
 
 func startServer(tb testing.TB, opts *server.Options) *server.Server {
@@ -57,11 +55,14 @@ func startServer(tb testing.TB, opts *server.Options) *server.Server {
 	if err != nil {
 		tb.Fatalf("nats-server: %v", err)
 	}
-	serverOpts.Store(ns, opts)
 	go ns.Start()
 	if !ns.ReadyForConnections(10 * time.Second) {
 		tb.Fatalf("nats-server %s not ready", opts.ServerName)
 	}
+	// Keep the options with the port actually bound, for RestartServer.
+	bound := opts.Clone()
+	bound.Port = ns.Addr().(*net.TCPAddr).Port
+	serverOpts.Store(ns, bound)
 	tb.Cleanup(func() {
 		ns.Shutdown()
 		ns.WaitForShutdown()
