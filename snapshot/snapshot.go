@@ -26,6 +26,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -242,7 +243,42 @@ func Purge(ctx context.Context, stream jetstream.Stream, seq, retain uint64) (ui
 // Object Store checks it at the end of the read) and the SQLite file
 // (quick_check, applied sequence), and returns its path: the caller moves
 // or removes it.
+//
+// A download that stops making progress for StallTimeout (the object was
+// replaced by a newer snapshot meanwhile, and its chunks purged) is started
+// again, on the newest snapshot, up to 5 times.
 func (s *Store) Fetch(ctx context.Context, db, dir string) (string, *Meta, error) {
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		path, m, err := s.fetchOnce(ctx, db, dir)
+		if err == nil || errors.Is(err, ErrNoSnapshot) || ctx.Err() != nil {
+			return path, m, err
+		}
+		lastErr = err
+		s.log.Warn("snapshot download failed, starting again", "db", db, "attempt", attempt+1, "err", err)
+	}
+	return "", nil, lastErr
+}
+
+// StallTimeout is how long a snapshot download may go without receiving a
+// byte before it is started again.
+var StallTimeout = 10 * time.Second
+
+// progressReader counts bytes read, for the stall watchdog.
+type progressReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.n.Add(int64(n))
+	return n, err
+}
+
+func (s *Store) fetchOnce(parent context.Context, db, dir string) (string, *Meta, error) {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
 	res, err := s.obj.Get(ctx, db)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return "", nil, ErrNoSnapshot
@@ -264,9 +300,35 @@ func (s *Store) Fetch(ctx context.Context, db, dir string) (string, *Meta, error
 		return "", nil, err
 	}
 	path := f.Name()
-	if _, err := io.Copy(f, res); err != nil {
+	pr := &progressReader{r: res}
+	stalled := make(chan struct{})
+	go func() { // cancel the download when no byte arrives for StallTimeout
+		t := time.NewTicker(StallTimeout / 4)
+		defer t.Stop()
+		last, since := int64(-1), time.Now()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				if n := pr.n.Load(); n != last {
+					last, since = n, now
+				} else if now.Sub(since) >= StallTimeout {
+					close(stalled)
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	if _, err := io.Copy(f, pr); err != nil {
 		f.Close()
 		os.Remove(path)
+		select {
+		case <-stalled:
+			err = fmt.Errorf("no data for %v (replaced by a newer snapshot?): %w", StallTimeout, err)
+		default:
+		}
 		return "", nil, fmt.Errorf("fetch snapshot of %s (digest check included): %w", db, err)
 	}
 	if err := f.Sync(); err != nil {
