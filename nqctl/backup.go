@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -178,16 +179,9 @@ func (c *backupCommand) run(ctx context.Context, args []string, name, what strin
 		fs.Usage()
 		return errUsagePrinted
 	}
-	if err := e.opts.conn.validate(); err != nil {
-		return err
-	}
-	nc, err := e.opts.conn.connect()
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	s := e.newSession(nc, nil, modeColumn)
-	err = f(ctx, s, rest[0], e.stderr, isTerminal(e.stderr))
+	err = e.withSession(modeColumn, func(s *session, _ *bufio.Writer) error {
+		return f(ctx, s, rest[0], e.stderr, isTerminal(e.stderr))
+	})
 	if errors.Is(err, context.Canceled) {
 		return failedf("%s: interrupted", name)
 	}

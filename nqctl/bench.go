@@ -70,10 +70,7 @@ unless --keep).`)
 	if err != nil {
 		return err
 	}
-	if err := e.opts.conn.validate(); err != nil {
-		return err
-	}
-	nc, err := e.opts.conn.connect()
+	nc, err := e.dial()
 	if err != nil {
 		return err
 	}

@@ -198,18 +198,7 @@ larger than one request needs --no-transaction to load in chunks).`)
 		return err
 	}
 	o.patterns = rest
-	if err := e.opts.conn.validate(); err != nil {
-		return err
-	}
-	nc, err := e.opts.conn.connect()
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	out := bufio.NewWriter(e.stdout)
-	defer out.Flush()
-	s := e.newSession(nc, out, modeColumn)
-	return dump(ctx, s, out, o)
+	return e.withSession(modeColumn, func(s *session, out *bufio.Writer) error { return dump(ctx, s, out, o) })
 }
 
 // importCommand is "nqctl import".
@@ -237,18 +226,7 @@ with a progress bar on a terminal.`)
 	o.file, o.table = rest[0], rest[1]
 	o.stdin = e.stdin
 	o.progress = isTerminal(e.stderr)
-	if err := e.opts.conn.validate(); err != nil {
-		return err
-	}
-	nc, err := e.opts.conn.connect()
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	out := bufio.NewWriter(e.stdout)
-	defer out.Flush()
-	s := e.newSession(nc, out, modeColumn)
-	return importCSV(ctx, s, e.stderr, o)
+	return e.withSession(modeColumn, func(s *session, _ *bufio.Writer) error { return importCSV(ctx, s, e.stderr, o) })
 }
 
 // nodesCommand is "nqctl nodes".
@@ -280,10 +258,7 @@ none came for 300ms (or --expect N answered). With --db, only that database.`)
 	if err != nil {
 		return err
 	}
-	if err := e.opts.conn.validate(); err != nil {
-		return err
-	}
-	nc, err := e.opts.conn.connect()
+	nc, err := e.dial()
 	if err != nil {
 		return err
 	}

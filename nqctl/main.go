@@ -320,6 +320,27 @@ func (e *env) shell(ctx context.Context, mode string, interactive bool) error {
 	})
 }
 
+// dial checks the connection options and connects to NATS.
+func (e *env) dial() (*nats.Conn, error) {
+	if err := e.opts.conn.validate(); err != nil {
+		return nil, err
+	}
+	return e.opts.conn.connect()
+}
+
+// withSession dials NATS and runs f with a session in mode writing to a
+// buffered stdout, flushed and closed afterwards.
+func (e *env) withSession(mode string, f func(s *session, out *bufio.Writer) error) error {
+	nc, err := e.dial()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	out := bufio.NewWriter(e.stdout)
+	defer out.Flush()
+	return f(e.newSession(nc, out, mode), out)
+}
+
 // interactive runs the interactive shell reading lines from the reader
 // newReader returns.
 func (e *env) interactive(ctx context.Context, mode string, newReader func(*shell) lineReader) error {
