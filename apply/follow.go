@@ -79,13 +79,17 @@ func (db *DB) follow(ctx context.Context, js jetstream.JetStream, stream string)
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-	ch := make(chan jetstream.Msg, 2*MaxBatch)
+	ch := make(chan Msg, 2*MaxBatch)
 	stop := make(chan struct{})
 	var got received
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		got.note(m)
+		md, err := m.Metadata() // parsed once, here
+		if err != nil {
+			return // not a stream message
+		}
+		got.note(md)
 		select {
-		case ch <- m:
+		case ch <- Msg{Seq: md.Sequence.Stream, Data: m.Data()}:
 		case <-stop:
 		case <-ctx.Done():
 		}
@@ -108,7 +112,7 @@ func (db *DB) follow(ctx context.Context, js jetstream.JetStream, stream string)
 		case <-ctx.Done():
 			return false, nil
 		case m := <-ch:
-			batch = appendMsg(batch, m)
+			batch = append(batch, m)
 		case <-tick.C:
 			// Only reached while the apply loop is idle (not held, not
 			// applying).
@@ -131,7 +135,7 @@ func (db *DB) follow(ctx context.Context, js jetstream.JetStream, stream string)
 		for len(batch) < MaxBatch {
 			select {
 			case m := <-ch:
-				batch = appendMsg(batch, m)
+				batch = append(batch, m)
 			default:
 				break drain
 			}
@@ -167,11 +171,7 @@ type received struct {
 	seq  uint64
 }
 
-func (r *received) note(m jetstream.Msg) {
-	md, err := m.Metadata()
-	if err != nil {
-		return
-	}
+func (r *received) note(md *jetstream.MsgMetadata) {
 	r.mu.Lock()
 	r.name, r.seq = md.Consumer, md.Sequence.Consumer
 	r.mu.Unlock()
@@ -199,14 +199,6 @@ func consumerBehind(ctx context.Context, cons jetstream.Consumer, got *received)
 	}
 	got.mu.Unlock()
 	return info.NumPending > 0 || info.Delivered.Consumer > seen, info
-}
-
-func appendMsg(batch []Msg, m jetstream.Msg) []Msg {
-	md, err := m.Metadata()
-	if err != nil {
-		return batch // not a stream message
-	}
-	return append(batch, Msg{Seq: md.Sequence.Stream, Data: m.Data()})
 }
 
 // applyWithRetry retries a failing batch (a busy or full disk is often
