@@ -141,13 +141,22 @@ func (db *DB) follow(ctx context.Context, js jetstream.JetStream, stream string)
 			}
 		}
 		// Apply contiguous runs; at each hole, find out why entries are
-		// missing: purged (restore from a snapshot) or deleted from the
-		// middle of the stream by an operator.
+		// missing: purged (restore from a snapshot), lost in transit (start
+		// a consumer again after the applied sequence), or deleted from the
+		// middle of the stream by an operator (go on).
 		for rest := batch; len(rest) > 0; {
 			if a := db.Applied(); rest[0].Seq > a+1 {
 				first, err := streamFirstSeq(ctx, js, stream)
 				if err == nil && first > a+1 {
 					return false, &GapError{Applied: a, FirstSeq: first}
+				}
+				if !entryDeleted(ctx, js, stream, a+1) {
+					// The stream still holds the entry, or cannot say: it
+					// was lost on the way here. (A consumer reset after
+					// missed heartbeats can hand over an old consumer's
+					// last message after the new one's first.)
+					db.log.Warn("an entry did not arrive: starting a new consumer after the applied sequence", "stream", stream, "applied", a, "next", rest[0].Seq)
+					return true, nil
 				}
 				db.log.Warn("stream entries missing before this one: deleted from the stream", "applied", a, "next", rest[0].Seq)
 			}
@@ -236,4 +245,15 @@ func streamFirstSeq(ctx context.Context, js jetstream.JetStream, stream string) 
 		return 0, err
 	}
 	return info.State.FirstSeq, nil
+}
+
+// entryDeleted reports whether the stream no longer holds sequence seq
+// (deleted by an operator); false when it holds it or cannot tell.
+func entryDeleted(ctx context.Context, js jetstream.JetStream, stream string, seq uint64) bool {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return false
+	}
+	_, err = s.GetMsg(ctx, seq)
+	return errors.Is(err, jetstream.ErrMsgNotFound)
 }

@@ -367,3 +367,52 @@ func TestSnapshot_SelfHealWhileRunning(t *testing.T) {
 	writeRows(t, c, 200, 210)
 	sameData(t, nc, n1, n2)
 }
+
+// TestFollow_EntryDeletedByOperator: an entry an operator deleted from the
+// middle of the stream (nats stream rmm) leaves a hole that is not a purge:
+// a node that had not received it goes on past it (with a warning) rather
+// than restoring or starting consumers over and over.
+func TestFollow_EntryDeletedByOperator(t *testing.T) {
+	ns := servicetest.StartServer(t)
+	nc := servicetest.Connect(t, ns.ClientURL())
+	cfg := func(id string) service.Config {
+		return service.Config{NodeID: id, Snapshot: service.SnapshotConfig{Disabled: true}}
+	}
+	servicetest.StartNode(t, ns.ClientURL(), cfg("n1"))
+	link := servicetest.NewLink(t, strings.TrimPrefix(ns.ClientURL(), "nats://"))
+	n2 := servicetest.StartNode(t, "nats://"+link.Addr(), cfg("n2"))
+	c := client.New(nc)
+	ok(t, do(t, c, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)"))
+	servicetest.WaitFor(t, 10*time.Second, "n2 to apply the table", func() bool { return n2.DB("main").Applied() >= 1 })
+	clients := ns.NumClients()
+	link.Cut()
+	servicetest.WaitFor(t, 10*time.Second, "the server to drop n2's connection", func() bool { return ns.NumClients() < clients })
+	writeRows(t, c, 0, 5) // sequences 2-6
+	js, _ := jetstream.New(nc)
+	str, err := js.Stream(context.Background(), service.StreamName("main"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := str.DeleteMsg(context.Background(), 4); err != nil {
+		t.Fatal(err)
+	}
+	link.Restore()
+	servicetest.WaitFor(t, 20*time.Second, "n2 to go past the deleted entry", func() bool { return n2.DB("main").Applied() >= 6 })
+	if got := readRows(t, n2); got != 4 {
+		t.Fatalf("n2 rows: %d, want 4 (the deleted entry's row missing)", got)
+	}
+}
+
+// readRows counts t's rows in this node's own database.
+func readRows(tb testing.TB, n *servicetest.Node) int64 {
+	tb.Helper()
+	p, err := n.DB("main").Prepare(context.Background(), stmts("SELECT count(*) FROM t"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	res, _, err := p.Run(context.Background(), 0)
+	if err != nil || res[0].Error != "" {
+		tb.Fatalf("count: %v %+v", err, res)
+	}
+	return res[0].Values[0][0].(int64)
+}
