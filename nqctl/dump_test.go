@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"zombiezen.com/go/sqlite"
+
+	"github.com/nqlite/nqlite/service/api"
 )
 
 // plainDB runs script in a new plain SQLite database (no nqlite) the way
@@ -23,8 +25,8 @@ func plainDB(t *testing.T, script string) *sqlite.Conn {
 	}
 	t.Cleanup(func() { conn.Close() })
 	// SQLite parses each statement from the rest of the script; pieces of
-	// whole statements (ends found by stmtScanner) keep that linear.
-	var sc stmtScanner
+	// whole statements (ends found by api.Scanner) keep that linear.
+	var sc api.Scanner
 	var piece strings.Builder
 	run := func(rest string) {
 		for strings.TrimSpace(rest) != "" {
@@ -51,11 +53,11 @@ func plainDB(t *testing.T, script string) *sqlite.Conn {
 	}
 	for _, line := range strings.SplitAfter(script, "\n") {
 		piece.WriteString(line)
-		sc.feed(line)
-		if sc.complete() && piece.Len() > 64<<10 {
+		sc.Feed(line)
+		if sc.Complete() && piece.Len() > 64<<10 {
 			run(piece.String())
 			piece.Reset()
-			sc.reset()
+			sc.Reset()
 		}
 	}
 	run(piece.String())

@@ -64,12 +64,12 @@ func (sh *shell) runInteractive(ctx context.Context) error {
 	fmt.Fprintf(out, "nqctl: database %s at %s; .help for help, Ctrl-D to leave\n",
 		sh.s.db, sh.s.nc.ConnectedUrlRedacted())
 	var (
-		sc      stmtScanner
+		sc      api.Scanner
 		pending strings.Builder
 		lines   []string
 	)
 	reset := func() {
-		sc.reset()
+		sc.Reset()
 		pending.Reset()
 		lines = lines[:0]
 	}
@@ -88,7 +88,7 @@ func (sh *shell) runInteractive(ctx context.Context) error {
 			continue
 		}
 		if err == io.EOF {
-			if pending.Len() > 0 && !sc.idle() {
+			if pending.Len() > 0 && !sc.Idle() {
 				fmt.Fprintln(out, "\n(the unfinished statement was not run)")
 			}
 			fmt.Fprintln(out)
@@ -97,7 +97,7 @@ func (sh *shell) runInteractive(ctx context.Context) error {
 		if err != nil {
 			return failedf("read input: %v", err)
 		}
-		if pending.Len() == 0 && sc.idle() {
+		if pending.Len() == 0 && sc.Idle() {
 			if t := strings.TrimSpace(line); strings.HasPrefix(t, ".") {
 				sh.lr.addHistory(t)
 				sh.command(ctx, func(ctx context.Context) { sh.dot(ctx, t) })
@@ -110,13 +110,13 @@ func (sh *shell) runInteractive(ctx context.Context) error {
 		pending.WriteString(line)
 		pending.WriteByte('\n')
 		lines = append(lines, line)
-		sc.feed(line + "\n")
-		if sc.idle() && !sc.ended {
+		sc.Feed(line + "\n")
+		if sc.Idle() && !sc.Ended() {
 			// Only white space and comments so far.
 			reset()
 			continue
 		}
-		if !sc.complete() {
+		if !sc.Complete() {
 			continue
 		}
 		for _, e := range historyEntries(lines) {
@@ -215,7 +215,7 @@ type scriptItem struct {
 func parseScript(text string) ([]scriptItem, int) {
 	var (
 		items   []scriptItem
-		sc      stmtScanner
+		sc      api.Scanner
 		pending strings.Builder
 		start   int // line of pending's first line
 		n       int
@@ -226,7 +226,7 @@ func parseScript(text string) ([]scriptItem, int) {
 		}
 		sts := splitStmts(pending.String(), start)
 		pending.Reset()
-		sc.reset()
+		sc.Reset()
 		if len(sts) == 0 {
 			return
 		}
@@ -242,10 +242,10 @@ func parseScript(text string) ([]scriptItem, int) {
 		lineNo++
 		line, rest, _ := strings.Cut(text, "\n")
 		text = rest
-		if sc.idle() {
+		if sc.Idle() {
 			if t := strings.TrimSpace(line); strings.HasPrefix(t, ".") {
 				pending.Reset() // comments only
-				sc.reset()
+				sc.Reset()
 				items = append(items, scriptItem{dot: t, line: lineNo})
 				continue
 			}
@@ -255,8 +255,8 @@ func parseScript(text string) ([]scriptItem, int) {
 		}
 		pending.WriteString(line)
 		pending.WriteByte('\n')
-		sc.feed(line + "\n")
-		if sc.complete() {
+		sc.Feed(line + "\n")
+		if sc.Complete() {
 			addStmts()
 		}
 	}

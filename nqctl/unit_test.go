@@ -207,16 +207,16 @@ func TestStmtScanner(t *testing.T) {
 		{"CREATE TRIGGER tr AFTER INSERT ON t\nBEGIN\n  INSERT INTO u VALUES(1);\n  DELETE FROM v;\nEND;\n", true},
 		{"CREATE TRIGGER tr AFTER INSERT ON t\nBEGIN\n  INSERT INTO u VALUES(1);\n", false},
 	} {
-		if got := sqlComplete(tc.sql); got != tc.complete {
-			t.Errorf("sqlComplete(%q) = %v, want %v", tc.sql, got, tc.complete)
+		if got := api.Complete(tc.sql); got != tc.complete {
+			t.Errorf("api.Complete(%q) = %v, want %v", tc.sql, got, tc.complete)
 		}
 		// Fed a line at a time, as the shell does, the answer is the same.
-		var s stmtScanner
+		var s api.Scanner
 		for _, part := range strings.SplitAfter(tc.sql, "\n") {
-			s.feed(part)
+			s.Feed(part)
 		}
-		if s.complete() != tc.complete {
-			t.Errorf("line by line %q: complete = %v, want %v", tc.sql, s.complete(), tc.complete)
+		if s.Complete() != tc.complete {
+			t.Errorf("line by line %q: complete = %v, want %v", tc.sql, s.Complete(), tc.complete)
 		}
 	}
 }

@@ -12,94 +12,186 @@ import "strings"
 // comments or semicolons) are dropped. Split never fails: text SQLite
 // cannot parse comes back as it is, for SQLite to report the error.
 func Split(sql string) []string {
-	var out []string
-	var (
-		start   = -1 // byte offset of the statement's first token
-		end     = 0  // byte offset just past its last token
-		words   []string
-		trigger bool // statement is CREATE [TEMP] TRIGGER
-		// In a trigger: 0 inside the body, 1 just after ';', 2 after
-		// "; END" (the next ';' ends the statement).
-		tstate int
-	)
-	flush := func() {
-		if start >= 0 {
-			out = append(out, sql[start:end])
-		}
-		start, words, trigger, tstate = -1, words[:0], false, 0
+	s := Scanner{record: true}
+	s.Feed(sql)
+	s.finish()
+	if len(s.stmts) == 0 {
+		return nil
 	}
+	out := make([]string, 0, len(s.stmts))
+	for _, r := range s.stmts {
+		out = append(out, sql[r[0]:r[1]])
+	}
+	return out
+}
+
+// Complete reports whether sql ends with a complete statement, like
+// sqlite3_complete(): at least one statement end, and after it only white
+// space and finished comments.
+func Complete(sql string) bool {
+	var s Scanner
+	s.Feed(sql)
+	return s.Complete()
+}
+
+// Scanner follows SQL text fed in pieces (lines of a shell, chunks of a
+// file) with the rules of Split, so a shell knows when a multi-line
+// statement is complete. The zero value is ready to use.
+type Scanner struct {
+	quote        byte // inside '...', "...", `...` or [...] (']')
+	blockComment bool
+	lineComment  bool
+	prev         byte // previous byte inside a block comment ("*/" across pieces)
+	// significant: a token was seen since the last statement end.
+	significant bool
+	// ended: a statement ended (at a top-level ';') since the last Reset.
+	ended bool
+
+	words   []string // leading keywords, to recognise CREATE TRIGGER
+	trigger bool
+	// In a trigger: 0 inside the body, 1 just after ';', 2 after "; END"
+	// (the next ';' ends the statement).
+	tstate int
+
+	// For Split: statement byte ranges of everything fed.
+	record     bool
+	pos        int // bytes fed before the current piece
+	start, end int // current statement: first significant byte, just past the last
+	stmts      [][2]int
+}
+
+// Reset forgets everything fed so far.
+func (s *Scanner) Reset() { *s = Scanner{words: s.words[:0]} }
+
+// Idle reports whether nothing but white space and comments was fed since
+// the last Reset or statement end, outside any quote or comment.
+func (s *Scanner) Idle() bool { return s.quote == 0 && !s.blockComment && !s.significant }
+
+// Ended reports whether a statement ended since the last Reset.
+func (s *Scanner) Ended() bool { return s.ended }
+
+// Complete reports whether the text fed so far ends with a complete
+// statement: at least one statement end, and after it only white space and
+// finished comments.
+func (s *Scanner) Complete() bool { return s.ended && s.Idle() }
+
+// Feed scans the next piece of text.
+func (s *Scanner) Feed(text string) {
+	defer func() { s.pos += len(text) }()
 	i := 0
-	for i < len(sql) {
-		c := sql[i]
+	for i < len(text) {
+		c := text[i]
+		switch {
+		case s.lineComment:
+			if c == '\n' {
+				s.lineComment = false
+			}
+			i++
+			continue
+		case s.blockComment:
+			if c == '/' && s.prev == '*' {
+				s.blockComment = false
+				s.prev = 0
+			} else {
+				s.prev = c
+			}
+			i++
+			continue
+		case s.quote != 0:
+			i++
+			if c == s.quote {
+				// A doubled quote is an escaped quote ([...] has none).
+				if s.quote != ']' && i < len(text) && text[i] == c {
+					i++
+					continue
+				}
+				s.quote = 0
+				s.end = s.pos + i
+			}
+			continue
+		}
 		switch {
 		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
 			i++
 			continue
-		case c == '-' && i+1 < len(sql) && sql[i+1] == '-':
-			if j := strings.IndexByte(sql[i:], '\n'); j >= 0 {
-				i += j + 1
-			} else {
-				i = len(sql)
-			}
+		case c == '-' && i+1 < len(text) && text[i+1] == '-':
+			s.lineComment = true
+			i += 2
 			continue
-		case c == '/' && i+1 < len(sql) && sql[i+1] == '*':
-			if j := strings.Index(sql[i+2:], "*/"); j >= 0 {
-				i += j + 4
-			} else {
-				i = len(sql)
-			}
+		case c == '/' && i+1 < len(text) && text[i+1] == '*':
+			s.blockComment = true
+			s.prev = 0
+			i += 2
 			continue
 		case c == ';':
-			if trigger && tstate != 2 {
-				tstate = 1
-				end = i + 1
-				i++
+			i++
+			if s.trigger && s.tstate != 2 {
+				s.tstate = 1
+				s.end = s.pos + i
 				continue
 			}
-			flush()
-			i++
+			s.endStatement()
+			s.ended = true
 			continue
 		}
 		// A significant token.
-		if start < 0 {
-			start = i
+		if !s.significant {
+			s.significant = true
+			s.start = s.pos + i
 		}
 		tokStart := i
+		ident := isIdentByte(c)
 		switch {
-		case c == '\'' || c == '"' || c == '`':
-			i = skipQuoted(sql, i, c)
-		case c == '[':
-			if j := strings.IndexByte(sql[i:], ']'); j >= 0 {
-				i += j + 1
-			} else {
-				i = len(sql)
+		case c == '\'' || c == '"' || c == '`' || c == '[':
+			s.quote = c
+			if c == '[' {
+				s.quote = ']'
 			}
-		case isIdentByte(c):
-			for i < len(sql) && isIdentByte(sql[i]) {
+			if s.trigger {
+				s.tstate = 0
+			}
+			i++
+			s.end = s.pos + i
+			continue
+		case ident:
+			for i < len(text) && isIdentByte(text[i]) {
 				i++
 			}
 		default:
 			i++
 		}
-		end = i
-		tok := sql[tokStart:i]
-		if isIdentByte(c) {
-			w := strings.ToUpper(tok)
-			if !trigger && len(words) < 4 {
-				words = append(words, w)
-				trigger = isCreateTrigger(words)
-			}
+		s.end = s.pos + i
+		tok := text[tokStart:i]
+		if ident && !s.trigger && len(s.words) < 4 {
+			s.words = append(s.words, strings.ToUpper(tok))
+			s.trigger = isCreateTrigger(s.words)
 		}
-		if trigger {
-			if tstate == 1 && strings.EqualFold(tok, "END") {
-				tstate = 2
+		if s.trigger {
+			if s.tstate == 1 && strings.EqualFold(tok, "END") {
+				s.tstate = 2
 			} else {
-				tstate = 0
+				s.tstate = 0
 			}
 		}
 	}
-	flush()
-	return out
+}
+
+// endStatement closes the current statement (recording its range).
+func (s *Scanner) endStatement() {
+	if s.significant && s.record {
+		s.stmts = append(s.stmts, [2]int{s.start, s.end})
+	}
+	s.significant = false
+	s.words, s.trigger, s.tstate = s.words[:0], false, 0
+}
+
+// finish closes a last statement without ';'. An unterminated quote runs
+// to the end of the text.
+func (s *Scanner) finish() {
+	if s.quote != 0 {
+		s.end = s.pos
+	}
+	s.endStatement()
 }
 
 // isCreateTrigger reports whether the leading keywords are
@@ -118,21 +210,6 @@ func isCreateTrigger(w []string) bool {
 		return len(w) > 2 && w[2] == "TRIGGER"
 	}
 	return w[1] == "TRIGGER"
-}
-
-func skipQuoted(s string, i int, q byte) int {
-	i++
-	for i < len(s) {
-		if s[i] == q {
-			if i+1 < len(s) && s[i+1] == q {
-				i += 2
-				continue
-			}
-			return i + 1
-		}
-		i++
-	}
-	return len(s)
 }
 
 func isIdentByte(c byte) bool {
