@@ -264,27 +264,21 @@ func (e *env) runSQL(ctx context.Context, args []string, mode string, r sqlRun) 
 		return usageErrorf("parameters (-p) need exactly one SQL statement, got %d", total)
 	}
 
-	nc, err := e.opts.conn.connect()
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	out := bufio.NewWriter(e.stdout)
-	defer out.Flush()
-	s := e.newSession(nc, out, mode)
-	if r.changes != nil {
-		s.p.changes = r.changes
-	}
-	if len(args) > 0 {
-		sts := items[0].stmts
-		if len(r.params) > 0 {
-			return s.runParams(ctx, sts[0], r.params, r.req)
+	return e.withSession(mode, func(s *session, _ *bufio.Writer) error {
+		if r.changes != nil {
+			s.p.changes = r.changes
 		}
-		return s.run(ctx, sts, runOptions{numbered: true, total: total, req: r.req})
-	}
-	sh := &shell{s: s, env: e, req: r.req, width: terminalWidth(e.stdout)}
-	sh.runScript(ctx, items, total, src)
-	return sh.result()
+		if len(args) > 0 {
+			sts := items[0].stmts
+			if len(r.params) > 0 {
+				return s.runParams(ctx, sts[0], r.params, r.req)
+			}
+			return s.run(ctx, sts, runOptions{numbered: true, total: total, req: r.req})
+		}
+		sh := &shell{s: s, env: e, req: r.req, width: terminalWidth(e.stdout)}
+		sh.runScript(ctx, items, total, src)
+		return sh.result()
+	})
 }
 
 // newSession connects the options to a session printing to out.
@@ -344,23 +338,17 @@ func (e *env) withSession(mode string, f func(s *session, out *bufio.Writer) err
 // interactive runs the interactive shell reading lines from the reader
 // newReader returns.
 func (e *env) interactive(ctx context.Context, mode string, newReader func(*shell) lineReader) error {
-	nc, err := e.opts.conn.connect()
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	out := bufio.NewWriter(e.stdout)
-	defer out.Flush()
-	s := e.newSession(nc, out, mode)
-	s.errPrefix = "Error: "
-	s.caret = true
-	sh := &shell{s: s, env: e, width: terminalWidth(e.stdout)}
-	sh.lr = newReader(sh)
-	defer sh.lr.close()
-	if err := sh.runInteractive(ctx); err != nil {
-		return err
-	}
-	return sh.result()
+	return e.withSession(mode, func(s *session, _ *bufio.Writer) error {
+		s.errPrefix = "Error: "
+		s.caret = true
+		sh := &shell{s: s, env: e, width: terminalWidth(e.stdout)}
+		sh.lr = newReader(sh)
+		defer sh.lr.close()
+		if err := sh.runInteractive(ctx); err != nil {
+			return err
+		}
+		return sh.result()
+	})
 }
 
 // result is the shell's outcome as an error for the exit code.

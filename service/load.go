@@ -3,16 +3,10 @@ package service
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"math/rand/v2"
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
-	"github.com/nats-io/nuid"
 
 	"github.com/nqlite/nqlite/apply"
 	"github.com/nqlite/nqlite/service/api"
@@ -76,24 +70,14 @@ func (n *Node) load(d *database, data []byte) (*LoadReply, error) {
 	if info.Digest != req.Digest {
 		return nil, api.Errorf(api.CodeBadRequest, "object %s has digest %s, not %s", req.Object, info.Digest, req.Digest)
 	}
-	e := apply.Entry{Node: n.cfg.NodeID, Token: nuid.Next(), Time: time.Now().UnixMilli(), Seed: rand.Int64(),
-		Load: &apply.Load{Bucket: req.Bucket, Object: req.Object, Digest: req.Digest, SQL: req.SQL}}
-	outcome, stop := d.db.Await(e.Token)
-	defer stop()
-	ack, err := n.js.PublishMsg(ctx, &nats.Msg{Subject: EntrySubject(d.name), Data: e.Encode()}, jetstream.WithExpectStream(d.stream))
+	e := n.newEntry()
+	e.Load = &apply.Load{Bucket: req.Bucket, Object: req.Object, Digest: req.Digest, SQL: req.SQL}
+	resp, err := n.submit(ctx, d, e, &api.Request{TimeoutMS: req.TimeoutMS, Format: api.FormatRows})
 	if err != nil {
-		return nil, api.Errorf(api.CodeUnavailable, "JetStream did not store the load entry: %v", err)
+		return nil, err
 	}
-	select {
-	case o := <-outcome:
-		if len(o.Results) == 1 && o.Results[0].Error != "" {
-			return nil, api.Errorf(api.CodeBadRequest, "entry %d: %s", o.Seq, o.Results[0].Error)
-		}
-		return &LoadReply{Seq: o.Seq, Node: n.cfg.NodeID}, nil
-	case <-ctx.Done():
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, api.Errorf(api.CodeTimeout, "load entry %d is stored and will be applied, but this node did not apply it within timeout_ms", ack.Sequence)
-		}
-		return nil, fmt.Errorf("load entry %d: %w", ack.Sequence, ctx.Err())
+	if len(resp.Results) == 1 && resp.Results[0].Error != "" {
+		return nil, api.Errorf(api.CodeBadRequest, "entry %d: %s", resp.Seq, resp.Results[0].Error)
 	}
+	return &LoadReply{Seq: resp.Seq, Node: n.cfg.NodeID}, nil
 }

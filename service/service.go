@@ -589,14 +589,21 @@ func (n *Node) waitConsistency(ctx context.Context, d *database, req *api.Reques
 // write publishes the request as one entry and waits for this node to
 // apply it.
 func (n *Node) write(ctx context.Context, d *database, req *api.Request) (*api.Response, error) {
-	e := apply.Entry{
-		Node:       n.cfg.NodeID,
-		Token:      nuid.Next(),
-		Time:       time.Now().UnixMilli(),
-		Seed:       rand.Int64(),
-		Tx:         req.Transaction,
-		Statements: req.Statements,
-	}
+	e := n.newEntry()
+	e.Tx, e.Statements = req.Transaction, req.Statements
+	return n.submit(ctx, d, e, req)
+}
+
+// newEntry returns an entry accepted by this node now: its token, time and
+// random seed.
+func (n *Node) newEntry() *apply.Entry {
+	return &apply.Entry{Node: n.cfg.NodeID, Token: nuid.Next(), Time: time.Now().UnixMilli(), Seed: rand.Int64()}
+}
+
+// submit publishes entry e to d's stream and, unless req.Queue, waits for
+// this node to apply it; req also gives the idempotency key, the timeout
+// (for messages) and the response format.
+func (n *Node) submit(ctx context.Context, d *database, e *apply.Entry, req *api.Request) (*api.Response, error) {
 	data := e.Encode()
 	if max := n.nc.MaxPayload(); int64(len(data)) > max {
 		return nil, api.Errorf(api.CodeTooLarge, "the request is %d bytes as a stream entry, over the NATS max payload of %d bytes: split it into several requests", len(data), max)

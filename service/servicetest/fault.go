@@ -1,7 +1,6 @@
 package servicetest
 
 import (
-	"net"
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -9,16 +8,14 @@ import (
 
 // ShutdownServer shuts ns down (a server started by this package) and
 // returns a function that starts it again with the same options, port and
-// store, as a restart of the same server. (RestartServer needs the port
-// of a server already shut down, which nats-server no longer reports.)
+// store, as a restart of the same server.
 func ShutdownServer(tb testing.TB, ns *server.Server) (restart func() *server.Server) {
 	tb.Helper()
 	o, ok := serverOpts.Load(ns)
 	if !ok {
 		tb.Fatal("ShutdownServer: server not started by servicetest")
 	}
-	opts := o.(*server.Options).Clone()
-	opts.Port = ns.Addr().(*net.TCPAddr).Port
+	opts := o.(*server.Options).Clone() // holds the port actually bound
 	ns.Shutdown()
 	ns.WaitForShutdown()
 	return func() *server.Server {

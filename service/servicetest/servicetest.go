@@ -38,17 +38,6 @@ func StartServer(tb testing.TB) *server.Server {
 	})
 }
 
-// RestartServer starts a server with the options of ns (which must be
-// shut down) on the same port and store, as a restart of the same server.
-func RestartServer(tb testing.TB, ns *server.Server) *server.Server {
-	tb.Helper()
-	o, ok := serverOpts.Load(ns)
-	if !ok {
-		tb.Fatal("RestartServer: server not started by servicetest")
-	}
-	return startServer(tb, o.(*server.Options).Clone())
-}
-
 func startServer(tb testing.TB, opts *server.Options) *server.Server {
 	tb.Helper()
 	ns, err := server.NewServer(opts)
@@ -59,7 +48,7 @@ func startServer(tb testing.TB, opts *server.Options) *server.Server {
 	if !ns.ReadyForConnections(10 * time.Second) {
 		tb.Fatalf("nats-server %s not ready", opts.ServerName)
 	}
-	// Keep the options with the port actually bound, for RestartServer.
+	// Keep the options with the port actually bound, for ShutdownServer.
 	bound := opts.Clone()
 	bound.Port = ns.Addr().(*net.TCPAddr).Port
 	serverOpts.Store(ns, bound)
