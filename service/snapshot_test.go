@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"zombiezen.com/go/sqlite"
@@ -182,11 +183,7 @@ func TestSnapshot_EndpointAndOneUploader(t *testing.T) {
 }
 
 func TestSnapshot_SelfHealAfterPurge(t *testing.T) {
-	ns := servicetest.StartServer(t)
-	nc := servicetest.Connect(t, ns.ClientURL())
-	n1 := servicetest.StartNode(t, ns.ClientURL(), snapCfg("n1"))
-	n2 := servicetest.StartNode(t, ns.ClientURL(), snapCfg("n2"))
-	c := client.New(nc)
+	ns, nc, n1, n2, c := twoSnapNodes(t)
 	ok(t, do(t, c, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)"))
 	writeRows(t, c, 0, 20)
 	n2.Stop(t)
@@ -200,11 +197,7 @@ func TestSnapshot_SelfHealAfterPurge(t *testing.T) {
 }
 
 func TestSnapshot_DataDirDeleted(t *testing.T) {
-	ns := servicetest.StartServer(t)
-	nc := servicetest.Connect(t, ns.ClientURL())
-	n1 := servicetest.StartNode(t, ns.ClientURL(), snapCfg("n1"))
-	n2 := servicetest.StartNode(t, ns.ClientURL(), snapCfg("n2"))
-	c := client.New(nc)
+	ns, nc, n1, n2, c := twoSnapNodes(t)
 	ok(t, do(t, c, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)"))
 	writeRows(t, c, 0, 100)
 	servicetest.WaitFor(t, 10*time.Second, "a purge", func() bool { return streamInfo(t, nc).State.FirstSeq > 1 })
@@ -219,11 +212,7 @@ func TestSnapshot_DataDirDeleted(t *testing.T) {
 }
 
 func TestSnapshot_CorruptFileReplaced(t *testing.T) {
-	ns := servicetest.StartServer(t)
-	nc := servicetest.Connect(t, ns.ClientURL())
-	n1 := servicetest.StartNode(t, ns.ClientURL(), snapCfg("n1"))
-	n2 := servicetest.StartNode(t, ns.ClientURL(), snapCfg("n2"))
-	c := client.New(nc)
+	ns, nc, n1, n2, c := twoSnapNodes(t)
 	ok(t, do(t, c, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE INDEX t_v ON t(v)"))
 	for i := 0; i < 100; i++ {
 		ok(t, do(t, c, fmt.Sprintf("INSERT INTO t(id, v) VALUES(%d, hex(randomblob(200)))", i)))
@@ -269,11 +258,7 @@ func upload(tb testing.TB, nc *nats.Conn, name string, data []byte) string {
 }
 
 func TestLoad(t *testing.T) {
-	ns := servicetest.StartServer(t)
-	nc := servicetest.Connect(t, ns.ClientURL())
-	n1 := servicetest.StartNode(t, ns.ClientURL(), snapCfg("n1"))
-	n2 := servicetest.StartNode(t, ns.ClientURL(), snapCfg("n2"))
-	c := client.New(nc)
+	_, nc, n1, n2, c := twoSnapNodes(t)
 	ok(t, do(t, c, "CREATE TABLE old(x); INSERT INTO old VALUES(1)"))
 
 	// A SQLite file made elsewhere, larger than one NATS message.
@@ -415,4 +400,15 @@ func readRows(tb testing.TB, n *servicetest.Node) int64 {
 		tb.Fatalf("count: %v %+v", err, res)
 	}
 	return res[0].Values[0][0].(int64)
+}
+
+// twoSnapNodes starts a server and two nodes with snapCfg, and returns the
+// server, a client connection, the nodes and a client.
+func twoSnapNodes(tb testing.TB) (*server.Server, *nats.Conn, *servicetest.Node, *servicetest.Node, *client.Client) {
+	tb.Helper()
+	ns := servicetest.StartServer(tb)
+	nc := servicetest.Connect(tb, ns.ClientURL())
+	n1 := servicetest.StartNode(tb, ns.ClientURL(), snapCfg("n1"))
+	n2 := servicetest.StartNode(tb, ns.ClientURL(), snapCfg("n2"))
+	return ns, nc, n1, n2, client.New(nc)
 }
