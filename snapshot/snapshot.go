@@ -26,7 +26,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -244,8 +243,9 @@ func Purge(ctx context.Context, stream jetstream.Stream, seq, retain uint64) (ui
 // (quick_check, applied sequence), and returns its path: the caller moves
 // or removes it.
 //
-// A download that stops making progress for StallTimeout (the object was
-// replaced by a newer snapshot meanwhile, and its chunks purged) is started
+// A download that does not finish within its time budget (see
+// fetchBudget: the object may have been replaced by a newer snapshot and
+// its chunks purged mid-read, which leaves the read waiting) is started
 // again, on the newest snapshot, up to 5 times.
 func (s *Store) Fetch(ctx context.Context, db, dir string) (string, *Meta, error) {
 	var lastErr error
@@ -260,24 +260,23 @@ func (s *Store) Fetch(ctx context.Context, db, dir string) (string, *Meta, error
 	return "", nil, lastErr
 }
 
-// StallTimeout is how long a snapshot download may go without receiving a
-// byte before it is started again.
-var StallTimeout = 10 * time.Second
-
-// progressReader counts bytes read, for the stall watchdog.
-type progressReader struct {
-	r io.Reader
-	n atomic.Int64
-}
-
-func (p *progressReader) Read(b []byte) (int, error) {
-	n, err := p.r.Read(b)
-	p.n.Add(int64(n))
-	return n, err
+// fetchBudget is how long one download of size bytes may take: 20 s plus
+// 4 MB/s. The Object Store's reader only gives up at its context's
+// deadline (cancellation does not interrupt a blocked read), so the
+// deadline is what bounds a stalled download.
+func fetchBudget(size uint64) time.Duration {
+	return 20*time.Second + time.Duration(size/(4<<20))*time.Second
 }
 
 func (s *Store) fetchOnce(parent context.Context, db, dir string) (string, *Meta, error) {
-	ctx, cancel := context.WithCancel(parent)
+	stored, err := s.obj.GetInfo(parent, db)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return "", nil, ErrNoSnapshot
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("fetch snapshot of %s: %w", db, err)
+	}
+	ctx, cancel := context.WithTimeout(parent, fetchBudget(stored.Size))
 	defer cancel()
 	res, err := s.obj.Get(ctx, db)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
@@ -300,35 +299,9 @@ func (s *Store) fetchOnce(parent context.Context, db, dir string) (string, *Meta
 		return "", nil, err
 	}
 	path := f.Name()
-	pr := &progressReader{r: res}
-	stalled := make(chan struct{})
-	go func() { // cancel the download when no byte arrives for StallTimeout
-		t := time.NewTicker(StallTimeout / 4)
-		defer t.Stop()
-		last, since := int64(-1), time.Now()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-t.C:
-				if n := pr.n.Load(); n != last {
-					last, since = n, now
-				} else if now.Sub(since) >= StallTimeout {
-					close(stalled)
-					cancel()
-					return
-				}
-			}
-		}
-	}()
-	if _, err := io.Copy(f, pr); err != nil {
+	if _, err := io.Copy(f, res); err != nil {
 		f.Close()
 		os.Remove(path)
-		select {
-		case <-stalled:
-			err = fmt.Errorf("no data for %v (replaced by a newer snapshot?): %w", StallTimeout, err)
-		default:
-		}
 		return "", nil, fmt.Errorf("fetch snapshot of %s (digest check included): %w", db, err)
 	}
 	if err := f.Sync(); err != nil {
