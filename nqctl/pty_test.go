@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"golang.org/x/sys/unix"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -88,9 +89,25 @@ func (p *ptyShell) expect(s string) {
 	}
 }
 
-// send types keys.
+// send types keys once the line editor has the terminal in raw mode: in
+// the moment between printing a prompt and switching modes, the terminal
+// is still cooked, and a Ctrl-C would become a SIGINT instead of a key.
 func (p *ptyShell) send(keys string) {
 	p.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		tio, err := unix.IoctlGetTermios(int(p.tty.Fd()), unix.TCGETS)
+		if err != nil {
+			p.t.Fatalf("termios: %v", err)
+		}
+		if tio.Lflag&unix.ICANON == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatal("the terminal never left canonical mode")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 	if _, err := p.tty.Write([]byte(keys)); err != nil {
 		p.t.Fatal(err)
 	}
