@@ -56,7 +56,7 @@ func applyOutcome(tb testing.TB, db *DB, seq uint64, data []byte) []api.Result {
 	}
 	ch, cancel := db.Await(e.Token)
 	defer cancel()
-	if err := db.ApplyBatch([]Msg{{Seq: seq, Data: data}}); err != nil {
+	if err := db.ApplyBatch(context.Background(), []Msg{{Seq: seq, Data: data}}); err != nil {
 		tb.Fatal(err)
 	}
 	return (<-ch).Results
@@ -128,16 +128,16 @@ func TestDB_BatchingInvariance(t *testing.T) {
 				t.Fatalf("applied after reopen: %d, want 3", got)
 			}
 		}
-		if err := a.ApplyBatch([]Msg{m}); err != nil {
+		if err := a.ApplyBatch(context.Background(), []Msg{m}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	b := openDB(t, filepath.Join(dirB, "db.sqlite"))
-	if err := b.ApplyBatch(msgs); err != nil {
+	if err := b.ApplyBatch(context.Background(), msgs); err != nil {
 		t.Fatal(err)
 	}
 	// Redelivery of applied entries changes nothing.
-	if err := b.ApplyBatch(msgs[3:]); err != nil {
+	if err := b.ApplyBatch(context.Background(), msgs[3:]); err != nil {
 		t.Fatal(err)
 	}
 	if a.Skipped() != 1 || b.Skipped() != 1 {

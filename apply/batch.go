@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -36,12 +37,23 @@ type txLost struct {
 // failure: the batch restarts and that statement is not run but reported
 // with its error. The outcome therefore does not depend on how entries are
 // grouped into batches, which differs between nodes.
-func (db *DB) ApplyBatch(msgs []Msg) error {
+//
+// ctx bounds the batch: once it is done, the statement running is
+// interrupted, the batch is rolled back and ApplyBatch returns ctx.Err()
+// (the entries are applied again, exactly once, by the next call or after
+// a restart). An interruption is never recorded as a statement's outcome.
+// A load entry's fetch runs under ctx too.
+func (db *DB) ApplyBatch(ctx context.Context, msgs []Msg) error {
 	db.applyMu.Lock()
 	defer db.applyMu.Unlock()
 	if db.closed.Load() {
 		return ErrClosed
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	db.actx = ctx
+	defer func() { db.actx = nil }()
 	applied := db.applied.Load()
 	start := 0
 	for start < len(msgs) && msgs[start].Seq <= applied {
@@ -112,6 +124,10 @@ func (db *DB) applySegment(msgs []Msg, entries []*Entry, decodeErrs []error) err
 
 func (db *DB) tryBatch(msgs []Msg, entries []*Entry, forced map[forcedKey]string) ([][]api.Result, *txLost, error) {
 	w := db.w
+	// Stopping interrupts the statement running (an endless one included);
+	// the interrupt is lifted before the rollback.
+	w.c.SetInterrupt(db.actx.Done())
+	defer w.c.SetInterrupt(nil)
 	if err := w.exec("BEGIN IMMEDIATE"); err != nil {
 		return nil, nil, fmt.Errorf("apply entry %d: %w", msgs[0].Seq, err)
 	}
@@ -122,10 +138,13 @@ func (db *DB) tryBatch(msgs []Msg, entries []*Entry, forced map[forcedKey]string
 		}
 		collect := e.Node == db.node && db.node != "" && db.hasWaiter(e.Token)
 		res, lost, err := db.applyEntry(i, e, collect, forced)
+		if cerr := db.actx.Err(); cerr != nil {
+			// Interrupted: whatever the statements reported is not their
+			// outcome. Undo the batch; it is applied again later.
+			err, lost = cerr, nil
+		}
 		if err != nil || lost != nil {
-			if !w.c.AutocommitEnabled() {
-				w.exec("ROLLBACK")
-			}
+			rollback(w)
 			if err != nil {
 				err = fmt.Errorf("apply entry %d: %w", msgs[i].Seq, err)
 			}
@@ -136,17 +155,27 @@ func (db *DB) tryBatch(msgs []Msg, entries []*Entry, forced map[forcedKey]string
 		}
 	}
 	last := msgs[len(msgs)-1].Seq
+	if err := db.actx.Err(); err != nil {
+		rollback(w)
+		return nil, nil, err
+	}
 	if err := w.exec("UPDATE _nqlite_meta SET value = ? WHERE key = 'applied_seq'", int64(last)); err != nil {
-		w.exec("ROLLBACK")
+		rollback(w)
 		return nil, nil, fmt.Errorf("apply entry %d: store applied sequence: %w", last, err)
 	}
 	if err := w.exec("COMMIT"); err != nil {
-		if !w.c.AutocommitEnabled() {
-			w.exec("ROLLBACK")
-		}
+		rollback(w)
 		return nil, nil, fmt.Errorf("apply entries %d-%d: commit: %w", msgs[0].Seq, last, err)
 	}
 	return outcomes, nil, nil
+}
+
+// rollback lifts the interrupt of w and rolls back its open transaction.
+func rollback(w *conn) {
+	w.c.SetInterrupt(nil)
+	if !w.c.AutocommitEnabled() {
+		w.exec("ROLLBACK")
+	}
 }
 
 // quoteIdent quotes a SQL identifier.

@@ -58,9 +58,9 @@ type DB struct {
 
 	closed atomic.Bool
 
-	applyMu   sync.Mutex   // held while a batch is applied, and by Hold
-	fileMu    sync.RWMutex // Replace holds it to swap the file; Snapshot reads under it
-	restoring atomic.Bool  // Replace in progress: reads get 503
+	applyMu sync.Mutex      // held while a batch is applied, and by Hold
+	actx    context.Context // the context of the batch being applied (under applyMu)
+	fileMu  sync.RWMutex    // Replace holds it to swap the file; Snapshot reads under it
 }
 
 // Outcome is the result of applying one entry, delivered to the request
@@ -256,18 +256,16 @@ func (db *DB) Hold() (release func()) {
 	return func() { once.Do(db.applyMu.Unlock) }
 }
 
-// Restoring reports whether the database is being replaced by a snapshot.
-func (db *DB) Restoring() bool { return db.restoring.Load() }
-
-// ErrRestoring is returned (as a 503 *api.Error) by reads while the
-// database is being replaced by a snapshot.
-var ErrRestoring = api.Errorf(api.CodeUnavailable, "this node is restoring its database from a snapshot: retry shortly, or ask another node")
+// ErrUnavailable is returned by reads when the database file could not be
+// opened again after a Replace (the error was returned to Replace's
+// caller, who retries).
+var ErrUnavailable = api.Errorf(api.CodeUnavailable, "this node's copy of the database is being replaced and is not open: retry shortly, or ask another node")
 
 // Replace swaps the database file for the SQLite file at src (a verified
 // snapshot, moved into place with rename, so a crash leaves either file
 // whole) and reopens it; the applied sequence becomes the one src holds.
-// Reads wait for or fail with ErrRestoring meanwhile; the caller must
-// have stopped Follow. src must be on the same file system as the
+// Reads wait for the swap (or fail with ErrUnavailable if the new file
+// cannot be opened); the caller must not apply meanwhile. src must be on the same file system as the
 // database.
 func (db *DB) Replace(src string) error {
 	db.applyMu.Lock()
@@ -281,8 +279,6 @@ func (db *DB) replaceLocked(src string) error {
 	err := func() error {
 		db.fileMu.Lock()
 		defer db.fileMu.Unlock()
-		db.restoring.Store(true)
-		defer db.restoring.Store(false)
 		if err := db.closeConns(); err != nil {
 			return fmt.Errorf("replace: close: %w", err)
 		}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	"zombiezen.com/go/sqlite"
 	"zombiezen.com/go/sqlite/sqlitex"
@@ -30,8 +29,7 @@ func (db *DB) applyLoad(seq uint64, e *Entry) error {
 	if db.loader == nil {
 		return fmt.Errorf("apply entry %d: a load entry, but this node has no loader", seq)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
+	ctx := db.actx
 	dir := dirOf(db.path)
 	path, err := db.loader(ctx, e.Load, dir)
 	if err == nil {
@@ -77,7 +75,7 @@ func (db *DB) prepareLoad(seq uint64, e *Entry, path string) (string, error) {
 			le.Statements = append(le.Statements, api.Statement{SQL: q})
 		}
 		if len(le.Statements) > 0 {
-			err = tmp.ApplyBatch([]Msg{{Seq: seq, Data: le.Encode()}})
+			err = tmp.ApplyBatch(db.actx, []Msg{{Seq: seq, Data: le.Encode()}})
 		} else {
 			err = tmp.markApplied(seq)
 		}

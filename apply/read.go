@@ -230,10 +230,10 @@ func (db *DB) takeReader(ctx context.Context) (*conn, chan *conn, error) {
 		return nil, nil, ErrClosed
 	}
 	db.fileMu.RLock() // waits out a Replace's swap
-	readers, restoring := db.readers, db.restoring.Load()
+	readers := db.readers
 	db.fileMu.RUnlock()
-	if readers == nil || restoring {
-		return nil, nil, ErrRestoring
+	if readers == nil {
+		return nil, nil, ErrUnavailable
 	}
 	select {
 	case c := <-readers:

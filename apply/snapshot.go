@@ -2,7 +2,6 @@ package apply
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 
@@ -95,21 +94,4 @@ func ReadSnapshotInfo(path string) (SnapshotInfo, error) {
 		}
 	}
 	return info, nil
-}
-
-// GapError is returned by Follow when the next entry the node needs has
-// been purged from the stream: the node must restore from a snapshot.
-type GapError struct {
-	Applied  uint64 // the node's applied sequence
-	FirstSeq uint64 // the stream's first sequence
-}
-
-func (e *GapError) Error() string {
-	return fmt.Sprintf("the stream starts at sequence %d but this node has applied only up to %d: entries %d-%d were purged; restore from a snapshot", e.FirstSeq, e.Applied, e.Applied+1, e.FirstSeq-1)
-}
-
-// IsGap reports whether err is a *GapError.
-func IsGap(err error) bool {
-	var g *GapError
-	return errors.As(err, &g)
 }

@@ -357,8 +357,8 @@ func caretLines(sql string, line, col int) string {
 // response body and its decoding. wait bounds the whole exchange.
 func send(ctx context.Context, nc *nats.Conn, db string, req *client.Request, wait time.Duration) ([]byte, *api.Response, error) {
 	payload := req.Encode()
-	if max := nc.MaxPayload(); max > 0 && int64(len(payload)) > max {
-		return nil, nil, &payloadError{size: len(payload), max: max}
+	if limit := nc.MaxPayload(); limit > 0 && int64(len(payload)) > limit {
+		return nil, nil, &payloadError{size: len(payload), max: limit}
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()

@@ -58,6 +58,7 @@ import (
 	"github.com/nqlite/nqlite/service/api"
 	"github.com/nqlite/nqlite/service/client"
 	"github.com/nqlite/nqlite/service/servicetest"
+	"github.com/nqlite/nqlite/service/stream"
 )
 
 const (
@@ -640,7 +641,7 @@ func benchReadStream(b *testing.B, url string, last uint64) benchStats {
 				close(done)
 			}
 		}
-	}, jetstream.PullMaxMessages(apply.MaxBatch))
+	}, jetstream.PullMaxMessages(stream.MaxBatch))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -292,10 +292,10 @@ func stopAndCompareFiles(tb testing.TB, nodes []*servicetest.Node) {
 	}
 }
 
-func faultReport(tb testing.TB, name string, acked, found, dups, retries int, recover time.Duration, extra string) {
+func faultReport(tb testing.TB, name string, acked, found, dups, retries int, recovery time.Duration, extra string) {
 	tb.Helper()
 	tb.Logf("FAULT %s: acknowledged writes %d, found on every node %d, duplicates %d, time to recover %v%s (client retries %d)",
-		name, acked, found, dups, recover.Round(time.Millisecond), extra, retries)
+		name, acked, found, dups, recovery.Round(time.Millisecond), extra, retries)
 }
 
 // TestFault_ClusterServerStop stops the nats-server that leads the R3
@@ -327,13 +327,13 @@ func TestFault_ClusterServerStop(t *testing.T) {
 	load.waitMore(t, 100)
 	servers[victim].Shutdown()
 	load.markFault()
-	recover, seq := load.probe(t, clients[(victim+1)%3], 15*time.Second)
+	recovery, seq := load.probe(t, clients[(victim+1)%3], 15*time.Second)
 	applying := load.nodesApplying(t, nodes, seq)
 	_, every := load.waitAcks(t, 15*time.Second)
 	load.waitMore(t, 100)
 	acked, retries := load.stop()
 	found, dups := checkFault(t, js, nodes, load.acked)
-	faultReport(t, "stop the stream leader's nats-server ("+servers[victim].Name()+") of 3, R3", acked, found, dups, retries, recover,
+	faultReport(t, "stop the stream leader's nats-server ("+servers[victim].Name()+") of 3, R3", acked, found, dups, retries, recovery,
 		fmt.Sprintf(" for new writes; every node applying again after %v; every writer after %v (in-flight requests wait out timeout_ms 2000)",
 			applying.Round(time.Millisecond), every.Round(time.Millisecond)))
 	stopAndCompareFiles(t, nodes)
@@ -362,14 +362,14 @@ func TestFault_ServerRestart(t *testing.T) {
 	down := load.markFault()
 	ns = restart()
 	restartTook := time.Since(down)
-	recover, seq := load.probe(t, clients[0], 15*time.Second)
+	recovery, seq := load.probe(t, clients[0], 15*time.Second)
 	applying := load.nodesApplying(t, nodes, seq)
 	_, every := load.waitAcks(t, 15*time.Second)
 	load.waitMore(t, 100)
 	acked, retries := load.stop()
 	js, _ := jetstream.New(servicetest.Connect(t, ns.ClientURL()))
 	found, dups := checkFault(t, js, nodes, load.acked)
-	faultReport(t, "restart the single nats-server", acked, found, dups, retries, recover,
+	faultReport(t, "restart the single nats-server", acked, found, dups, retries, recovery,
 		fmt.Sprintf(" for new writes (server back in %v); every node applying again after %v; every writer after %v (in-flight requests wait out timeout_ms 2000)",
 			restartTook.Round(time.Millisecond), applying.Round(time.Millisecond), every.Round(time.Millisecond)))
 	stopAndCompareFiles(t, nodes)
@@ -522,7 +522,7 @@ func TestFault_SlowNode(t *testing.T) {
 	ended := time.Now()
 	last := streamLastSeq(t, servicetest.Connect(t, servers[0].ClientURL()), "main")
 	servicetest.WaitFor(t, 15*time.Second, "the slow node to catch up", func() bool { return slow.DB("main").Applied() >= last })
-	recover := time.Since(ended)
+	recovery := time.Since(ended)
 	if maxLag == 0 || byOthers == 0 {
 		t.Fatalf("the slow node never lagged (%d) or nobody else answered (%d): the drill tested nothing", maxLag, byOthers)
 	}
@@ -530,7 +530,7 @@ func TestFault_SlowNode(t *testing.T) {
 		t.Errorf("the slowest write answered by the other nodes took %v, as long as the slow node's hold: it waited for it", worstOthers)
 	}
 	found, dups := checkFault(t, js, nodes, acked)
-	faultReport(t, "one slow node of 3 (apply held 300 ms of every 310)", len(acked), found, dups, 0, recover,
+	faultReport(t, "one slow node of 3 (apply held 300 ms of every 310)", len(acked), found, dups, 0, recovery,
 		fmt.Sprintf(" (the others answered %d writes, slowest %v; the slow node answered %d, slowest %v; it fell up to %d entries behind)",
 			byOthers, worstOthers.Round(time.Millisecond), bySlow, worstSlow.Round(time.Millisecond), maxLag))
 	stopAndCompareFiles(t, nodes)

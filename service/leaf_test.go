@@ -170,7 +170,7 @@ func consumersWaiting(tb testing.TB, js jetstream.JetStream) int {
 // interest), and writes on the other edge: the hub delivers the entry
 // into the broken link. When the link returns, the node must still catch
 // up with no further write: nats.go's pull-based ordered consumer notices
-// a lost message only when a later one arrives, so apply.Follow's stall
+// a lost message only when a later one arrives, so the follower's stall
 // check must recreate it.
 func TestLeaf_LostDelivery(t *testing.T) {
 	hub := servicetest.StartHub(t)

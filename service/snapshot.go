@@ -107,32 +107,6 @@ func (n *Node) prepareLocal(ctx context.Context, d *database, path string, first
 	return nil
 }
 
-// follow runs the apply loop of d, restoring from the stored snapshot by
-// itself when the entries it needs next were purged; meanwhile requests
-// get 503 "restoring". It returns when the node stops or the apply fails.
-func (n *Node) follow(d *database) error {
-	for {
-		err := d.db.Follow(n.ctx, n.js, d.stream)
-		if !apply.IsGap(err) || n.snaps == nil || n.ctx.Err() != nil {
-			return err
-		}
-		d.restoring.Store(true)
-		n.log.Warn("entries this node needs were purged: restoring from the snapshot", "db", d.name, "err", err)
-		_, rerr := n.snaps.Restore(n.ctx, d.name, d.db)
-		d.restoring.Store(false)
-		if rerr == nil {
-			d.restores.Add(1)
-		} else {
-			n.log.Error("restore from snapshot failed, retrying", "db", d.name, "err", rerr)
-			select {
-			case <-n.ctx.Done():
-				return nil
-			case <-time.After(time.Second):
-			}
-		}
-	}
-}
-
 // snapshotLoop takes a snapshot of d whenever this node has applied
 // Threshold entries beyond the latest stored one, checked every Interval.
 func (n *Node) snapshotLoop(d *database) {
@@ -167,7 +141,7 @@ func (n *Node) takeSnapshot(ctx context.Context, d *database) (*snapshot.Meta, b
 	}
 	d.lastSnap.Store(meta.Seq)
 	if taken {
-		first, err := snapshot.Purge(ctx, d.str, meta.Seq, n.cfg.Snapshot.Retain)
+		first, err := n.purge(ctx, d, meta.Seq)
 		if err != nil {
 			return meta, taken, err
 		}
@@ -176,6 +150,18 @@ func (n *Node) takeSnapshot(ctx context.Context, d *database) (*snapshot.Meta, b
 		}
 	}
 	return meta, taken, nil
+}
+
+// purge removes the entries a snapshot at seq covers from d's stream,
+// keeping the Retain entries below seq so nodes slightly behind still catch
+// up from the stream. Never everything: nothing is purged while
+// seq <= Retain+1. It returns the new first sequence (0: nothing purged).
+func (n *Node) purge(ctx context.Context, d *database, seq uint64) (uint64, error) {
+	retain := n.cfg.Snapshot.Retain
+	if seq <= retain+1 {
+		return 0, nil
+	}
+	return d.str.PurgeBelow(ctx, seq-retain)
 }
 
 // SnapshotReply is the reply of nqlite.snapshot.<db>.

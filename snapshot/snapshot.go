@@ -214,29 +214,6 @@ func (s *Store) Take(ctx context.Context, db string, d *apply.DB, dir string) (*
 	return m, true, nil
 }
 
-// Purge removes the stream entries below seq - retain, which the stored
-// snapshot at seq covers, keeping retain entries so nodes slightly behind
-// catch up from the stream. It never purges everything: nothing happens
-// when seq <= retain + 1. It returns the new first sequence (0 if nothing
-// was purged).
-func Purge(ctx context.Context, stream jetstream.Stream, seq, retain uint64) (uint64, error) {
-	if seq <= retain+1 {
-		return 0, nil
-	}
-	keep := seq - retain // entries < keep go; the snapshot holds all <= seq
-	info, err := stream.Info(ctx)
-	if err != nil {
-		return 0, err
-	}
-	if info.State.FirstSeq >= keep {
-		return 0, nil
-	}
-	if err := stream.Purge(ctx, jetstream.WithPurgeSequence(keep)); err != nil {
-		return 0, fmt.Errorf("purge %s below %d: %w", info.Config.Name, keep, err)
-	}
-	return keep, nil
-}
-
 // Fetch downloads the stored snapshot of db into a temporary file in dir
 // (streamed: memory stays bounded), verifies its SHA-256 digest (the
 // Object Store checks it at the end of the read) and the SQLite file

@@ -1,0 +1,199 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"zombiezen.com/go/sqlite"
+	"zombiezen.com/go/sqlite/sqlitex"
+)
+
+// TestRaw guards the private layout of zombiezen's types that raw.go
+// reads through reflect: if a zombiezen upgrade renames or retypes a field,
+// this fails before anything else does.
+func TestRaw(t *testing.T) {
+	for _, c := range []struct {
+		typ    reflect.Type
+		field  string
+		kind   reflect.Kind
+		reason string
+	}{
+		{reflect.TypeOf(sqlite.Conn{}), "tls", reflect.Pointer, "connHandles"},
+		{reflect.TypeOf(sqlite.Conn{}), "conn", reflect.Uintptr, "connHandles"},
+		{reflect.TypeOf(sqlite.Stmt{}), "stmt", reflect.Uintptr, "stmtHandle"},
+		{reflect.TypeOf(sqlite.Action{}), "arg2", reflect.String, "actionArg2"},
+		{reflect.TypeOf(sqlite.Context{}), "tls", reflect.Pointer, "funcError"},
+		{reflect.TypeOf(sqlite.Context{}), "ptr", reflect.Uintptr, "funcError"},
+	} {
+		f, ok := c.typ.FieldByName(c.field)
+		if !ok {
+			t.Errorf("%s has no field %s (used by %s)", c.typ, c.field, c.reason)
+			continue
+		}
+		if f.Type.Kind() != c.kind {
+			t.Errorf("%s.%s is a %s, want %s (used by %s)", c.typ, c.field, f.Type.Kind(), c.kind, c.reason)
+		}
+	}
+	// And the helpers work on a live connection.
+	db := openDB(t, filepath.Join(t.TempDir(), "raw.sqlite"))
+	if got := applyOutcome(t, db, 1, entry(0, 0, false, "CREATE TABLE t(a INTEGER, a2 TEXT)", "INSERT INTO t VALUES(1, 'x')", "SELECT a, a AS a, a2 FROM t")); got[2].Error != "" {
+		t.Fatal(got[2].Error)
+	} else if want := []string{"a", "a", "a2"}; !reflect.DeepEqual(got[2].Columns, want) {
+		t.Errorf("column names: got %v, want %v (duplicates kept)", got[2].Columns, want)
+	} else if want := []string{"INTEGER", "INTEGER", "TEXT"}; !reflect.DeepEqual(got[2].Types, want) {
+		t.Errorf("declared types: got %v, want %v", got[2].Types, want)
+	}
+}
+
+// The applied sequence commits in the same transaction as the entries:
+// a file copied at any time holds both or neither, and reopening resumes
+// after it.
+func TestDB_AppliedSeqCommitsWithEntries(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "seq.sqlite")
+	db := openDB(t, path)
+	msgs := []Msg{
+		{Seq: 1, Data: entry(0, 0, false, "CREATE TABLE t(x)")},
+		{Seq: 2, Data: entry(0, 0, false, "INSERT INTO t VALUES(1)")},
+		{Seq: 3, Data: entry(0, 0, false, "INSERT INTO t VALUES(2)")},
+	}
+	if err := db.ApplyBatch(context.Background(), msgs); err != nil {
+		t.Fatal(err)
+	}
+	// Redelivered entries are dropped by sequence.
+	if err := db.ApplyBatch(context.Background(), msgs[1:]); err != nil {
+		t.Fatal(err)
+	}
+	if got := db.Applied(); got != 3 {
+		t.Fatalf("applied: got %d, want 3", got)
+	}
+	if got := read(t, db, "SELECT count(*) FROM t"); got[0][0] != int64(2) {
+		t.Fatalf("rows: got %v, want 2 (redelivery applied twice?)", got)
+	}
+	// A plain SQLite connection sees the sequence and the rows together.
+	c, err := sqlite.OpenConn(path, sqlite.OpenReadOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var seq, rows int64
+	err = sqlitex.ExecuteTransient(c, "SELECT (SELECT value FROM _nqlite_meta WHERE key = 'applied_seq'), (SELECT count(*) FROM t)", &sqlitex.ExecOptions{
+		ResultFunc: func(s *sqlite.Stmt) error { seq, rows = s.ColumnInt64(0), s.ColumnInt64(1); return nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq != 3 || rows != 2 {
+		t.Fatalf("file: applied_seq %d with %d rows, want 3 with 2", seq, rows)
+	}
+	db.Close()
+	db2 := openDB(t, path)
+	if got := db2.Applied(); got != 3 {
+		t.Fatalf("reopened: applied %d, want 3", got)
+	}
+}
+
+// A cancelled context interrupts even an endless statement, rolls the
+// batch back and is never recorded as the statement's outcome: the entry
+// is applied again, whole, by the next call.
+func TestDB_ApplyBatchInterrupted(t *testing.T) {
+	db := openDB(t, filepath.Join(t.TempDir(), "int.sqlite"))
+	applyOutcome(t, db, 1, entry(0, 0, false, "CREATE TABLE t(x)"))
+	endless := entry(0, 0, false, "INSERT INTO t VALUES('before')",
+		"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) INSERT INTO t SELECT x FROM c WHERE x < 0")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- db.ApplyBatch(ctx, []Msg{{Seq: 2, Data: endless}}) }()
+	time.Sleep(50 * time.Millisecond) // let it run into the endless statement (not needed for correctness)
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("got %v, want context.Canceled", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("ApplyBatch did not return after its context was cancelled")
+	}
+	if got := db.Applied(); got != 1 {
+		t.Fatalf("applied: got %d, want 1 (the interrupted entry must not count)", got)
+	}
+	if got := read(t, db, "SELECT count(*) FROM t"); got[0][0] != int64(0) {
+		t.Fatalf("rows: got %v, want 0 (the batch is rolled back)", got)
+	}
+	// The connection is usable again, and the next call applies entries.
+	if got := applyOutcome(t, db, 2, entry(0, 0, false, "INSERT INTO t VALUES('after')")); got[0].Error != "" {
+		t.Fatalf("after the interrupt: %s", got[0].Error)
+	}
+	if err := db.ApplyBatch(ctx, []Msg{{Seq: 3, Data: entry(0, 0, false, "INSERT INTO t VALUES(3)")}}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a done context: got %v, want context.Canceled", err)
+	}
+}
+
+// Savepoints and user transactions inside an entry: what each statement
+// reports and what stays applied.
+func TestDB_SavepointOutcomes(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		tx     bool
+		sql    []string
+		errors []bool // which statements fail
+		rows   int64  // rows of t afterwards
+	}{
+		{"failed statement alone", false, []string{"INSERT INTO t VALUES(1)", "INSERT INTO nope VALUES(1)", "INSERT INTO t VALUES(2)"}, []bool{false, true, false}, 2},
+		{"transaction all or nothing", true, []string{"INSERT INTO t VALUES(1)", "INSERT INTO nope VALUES(1)", "INSERT INTO t VALUES(2)"}, []bool{false, true}, 0},
+		{"user transaction committed", false, []string{"BEGIN", "INSERT INTO t VALUES(1)", "COMMIT"}, []bool{false, false, false}, 1},
+		{"user transaction rolled back", false, []string{"BEGIN", "INSERT INTO t VALUES(1)", "ROLLBACK"}, []bool{false, false, false}, 0},
+		{"left open: rolled back", false, []string{"BEGIN", "INSERT INTO t VALUES(1)"}, []bool{false, false}, 0},
+		{"savepoint released", false, []string{"SAVEPOINT a", "INSERT INTO t VALUES(1)", "RELEASE a"}, []bool{false, false, false}, 1},
+		{"savepoint rolled back to", false, []string{"SAVEPOINT a", "INSERT INTO t VALUES(1)", "ROLLBACK TO a", "INSERT INTO t VALUES(2)", "RELEASE a"}, []bool{false, false, false, false, false}, 1},
+		{"nested BEGIN", false, []string{"BEGIN", "BEGIN", "COMMIT"}, []bool{false, true, false}, 0},
+		{"COMMIT without BEGIN", false, []string{"COMMIT"}, []bool{true}, 0},
+		{"OR ROLLBACK fails alone", false, []string{"INSERT INTO t VALUES(1)", "INSERT OR ROLLBACK INTO u VALUES(1)", "INSERT INTO t VALUES(2)"}, []bool{false, true, false}, 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			db := openDB(t, filepath.Join(t.TempDir(), "sp.sqlite"))
+			applyOutcome(t, db, 1, entry(0, 0, false, "CREATE TABLE t(x)", "CREATE TABLE u(x PRIMARY KEY)", "INSERT INTO u VALUES(1)"))
+			res := applyOutcome(t, db, 2, entryTx(c.tx, c.sql...))
+			if len(res) != len(c.errors) {
+				t.Fatalf("got %d results, want %d: %+v", len(res), len(c.errors), res)
+			}
+			for i, want := range c.errors {
+				if got := res[i].Error != ""; got != want {
+					t.Errorf("statement %d (%s): failed %v (%q), want %v", i+1, c.sql[i], got, res[i].Error, want)
+				}
+			}
+			if got := read(t, db, "SELECT count(*) FROM t"); got[0][0] != c.rows {
+				t.Errorf("rows: got %v, want %d", got[0][0], c.rows)
+			}
+		})
+	}
+}
+
+func entryTx(tx bool, sql ...string) []byte { return entry(0, 0, tx, sql...) }
+
+// random(), randomblob() and 'now' come from the entry: the same entry
+// gives the same values on two databases, and another seed others.
+func TestDB_DeterministicFunctions(t *testing.T) {
+	q := "SELECT random(), hex(randomblob(8)), datetime('now'), CURRENT_TIMESTAMP, unixepoch('now')"
+	run := func(seed int64) []any {
+		db := openDB(t, filepath.Join(t.TempDir(), "f.sqlite"))
+		res := applyOutcome(t, db, 1, entry(1700000000123, seed, false, "CREATE TABLE t(x)", q))
+		if res[1].Error != "" {
+			t.Fatal(res[1].Error)
+		}
+		return res[1].Values[0]
+	}
+	a, b, c := run(7), run(7), run(8)
+	if !reflect.DeepEqual(a, b) {
+		t.Fatalf("same entry, different values: %v and %v", a, b)
+	}
+	if reflect.DeepEqual(a[:2], c[:2]) {
+		t.Fatalf("another seed, same random values: %v", a)
+	}
+	if a[2] != "2023-11-14 22:13:20" || a[3] != "2023-11-14 22:13:20" || a[4] != int64(1700000000) {
+		t.Fatalf("'now': got %v, want the entry time 2023-11-14 22:13:20", a[2:])
+	}
+}

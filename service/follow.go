@@ -1,0 +1,68 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/nqlite/nqlite/apply"
+	"github.com/nqlite/nqlite/service/stream"
+)
+
+// follow runs the apply loop of d: it follows d's stream from after the
+// applied sequence and applies what arrives, restoring from the stored
+// snapshot by itself when the entries it needs next were purged (requests
+// get 503 "restoring" meanwhile). It returns when the node stops (nil) or
+// when following cannot go on.
+func (n *Node) follow(d *database) error {
+	for {
+		err := d.str.Follow(n.ctx, d.db.Applied()+1, stream.FollowOptions{}, n.applyFunc(d))
+		if !stream.IsGap(err) || n.snaps == nil || n.ctx.Err() != nil {
+			return err
+		}
+		d.setState(restoring)
+		n.log.Warn("entries this node needs were purged: restoring from the snapshot", "db", d.name, "err", err)
+		_, rerr := n.snaps.Restore(n.ctx, d.name, d.db)
+		d.setState(serving)
+		if rerr == nil {
+			d.restores.Add(1)
+			continue
+		}
+		n.log.Error("restore from snapshot failed, retrying", "db", d.name, "err", rerr)
+		select {
+		case <-n.ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// applyFunc returns the stream.ApplyFunc of d: it applies a run of
+// entries with apply.DB.ApplyBatch and retries a failing batch (a busy or
+// full disk is often temporary) with backoff until it succeeds or the
+// node stops: it never moves past an entry it could not apply.
+func (n *Node) applyFunc(d *database) stream.ApplyFunc {
+	batch := make([]apply.Msg, 0, stream.MaxBatch)
+	return func(ctx context.Context, msgs []stream.Msg) error {
+		batch = batch[:0]
+		for _, m := range msgs {
+			batch = append(batch, apply.Msg{Seq: m.Seq, Data: m.Data})
+		}
+		delay := 100 * time.Millisecond
+		for {
+			err := d.db.ApplyBatch(ctx, batch)
+			if err == nil || errors.Is(err, apply.ErrClosed) || ctx.Err() != nil {
+				return err
+			}
+			n.log.Error("apply failed, retrying", "db", d.name, "err", err)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(delay):
+			}
+			if delay < 5*time.Second {
+				delay *= 2
+			}
+		}
+	}
+}

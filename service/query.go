@@ -1,0 +1,85 @@
+package service
+
+import (
+	"context"
+	"time"
+
+	"github.com/nqlite/nqlite/service/api"
+)
+
+// handle runs one request and returns its response or an error whose
+// api.ErrorCode is the micro error code.
+func (n *Node) handle(d *database, data []byte, start time.Time, readOnly bool) (*api.Response, error) {
+	req, err := api.ParseRequest(data)
+	if err != nil {
+		return nil, err
+	}
+	if d.getState() == restoring {
+		return nil, errRestoring
+	}
+	if len(req.Statements) > MaxStatements {
+		return nil, api.Errorf(api.CodeBadRequest, "the request holds %d statements, over the limit of %d: split it", len(req.Statements), MaxStatements)
+	}
+	ctx, cancel := context.WithDeadline(n.ctx, start.Add(time.Duration(req.TimeoutMS)*time.Millisecond))
+	defer cancel()
+	if err := n.waitConsistency(ctx, d, req); err != nil {
+		return nil, err
+	}
+	plan, err := d.db.Prepare(ctx, req.Statements)
+	if err != nil {
+		return nil, err
+	}
+	if plan.Failed() && !plan.Write() {
+		// A statement this node cannot prepare may depend on an entry it
+		// has not applied yet (a table another node just created): catch
+		// up with the stream as it is now and classify again, rather than
+		// answer from a stale schema or send a read into the stream.
+		plan.Close()
+		if b, err := d.str.Bounds(ctx); err == nil && b.LastSeq > d.db.Applied() {
+			if err := d.db.WaitApplied(ctx, b.LastSeq); err != nil {
+				return nil, api.Errorf(api.CodeTimeout, "a statement cannot be prepared on this node, which has applied up to sequence %d and did not reach the stream's %d within timeout_ms %d", d.db.Applied(), b.LastSeq, req.TimeoutMS)
+			}
+		}
+		if plan, err = d.db.Prepare(ctx, req.Statements); err != nil {
+			return nil, err
+		}
+	}
+	if readOnly && plan.Write() {
+		i := plan.FirstWrite()
+		plan.Close()
+		return nil, api.Errorf(api.CodeForbidden, "statement %d writes, and %s only reads: send writes to %s", i+1, ReadSubject(d.name), QuerySubject(d.name))
+	}
+	if !plan.Write() {
+		// Rows are kept up to twice the max payload (an estimate bounding
+		// memory); serve checks the exact size of the response.
+		results, seq, err := plan.Run(ctx, 2*int(n.nc.MaxPayload()))
+		if err != nil {
+			return nil, err
+		}
+		return &api.Response{Results: results, Seq: seq, Format: req.Format}, nil
+	}
+	plan.Close()
+	return n.write(ctx, d, req)
+}
+
+// waitConsistency applies the read consistency of the request: level
+// strong waits for the stream's last sequence as of now, after_seq for
+// that sequence.
+func (n *Node) waitConsistency(ctx context.Context, d *database, req *api.Request) error {
+	target := req.AfterSeq
+	if req.Level == api.LevelStrong {
+		b, err := d.str.Bounds(ctx)
+		if err != nil {
+			return api.Errorf(api.CodeUnavailable, "level strong needs the stream's last sequence, but JetStream is unreachable: %v", err)
+		}
+		target = max(target, b.LastSeq)
+	}
+	if target == 0 || d.db.Applied() >= target {
+		return nil
+	}
+	if err := d.db.WaitApplied(ctx, target); err != nil {
+		return api.Errorf(api.CodeTimeout, "this node has applied up to sequence %d and did not reach %d within timeout_ms %d", d.db.Applied(), target, req.TimeoutMS)
+	}
+	return nil
+}
+

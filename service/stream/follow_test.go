@@ -1,0 +1,468 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// startServer starts an embedded nats-server with JetStream on a random
+// loopback port; restart shuts it down and starts it again on the same port
+// and store, as a restart of the same server.
+func startServer(tb testing.TB) (url string, restart func()) {
+	tb.Helper()
+	opts := &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: tb.TempDir(), NoSigs: true, NoLog: true}
+	var mu sync.Mutex
+	var ns *server.Server
+	start := func() {
+		s, err := server.NewServer(opts)
+		if err != nil {
+			tb.Fatalf("nats-server: %v", err)
+		}
+		go s.Start()
+		if !s.ReadyForConnections(10 * time.Second) {
+			tb.Fatal("nats-server not ready")
+		}
+		opts = opts.Clone()
+		opts.Port = s.Addr().(*net.TCPAddr).Port
+		mu.Lock()
+		ns = s
+		mu.Unlock()
+	}
+	start()
+	tb.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	return fmt.Sprintf("nats://127.0.0.1:%d", opts.Port), func() {
+		mu.Lock()
+		s := ns
+		mu.Unlock()
+		s.Shutdown()
+		s.WaitForShutdown()
+		start()
+	}
+}
+
+// openStream connects to url and opens the stream TEST on subject t.entry.
+func openStream(tb testing.TB, url string) (*Stream, jetstream.JetStream) {
+	tb.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := Open(ctx, js, Config{Name: "TEST", Subject: "t.entry"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s, js
+}
+
+// appendN appends n messages "m<seq>" and returns the last sequence.
+func appendN(tb testing.TB, s *Stream, n int) uint64 {
+	tb.Helper()
+	var last uint64
+	for i := 0; i < n; i++ {
+		ack, err := s.Append(context.Background(), []byte("m"), "")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		last = ack.Seq
+	}
+	return last
+}
+
+// recorder is an ApplyFunc that records what it was handed and fails the
+// test on anything out of order or handed twice.
+type recorder struct {
+	tb   testing.TB
+	mu   sync.Mutex
+	seqs []uint64
+	hook func(m Msg) // called before a message is recorded
+}
+
+func (r *recorder) apply(ctx context.Context, msgs []Msg) error {
+	for i, m := range msgs {
+		if i > 0 && m.Seq != msgs[i-1].Seq+1 {
+			r.tb.Errorf("run with a hole: %d after %d", m.Seq, msgs[i-1].Seq)
+		}
+		if r.hook != nil {
+			r.hook(m)
+		}
+		r.mu.Lock()
+		if n := len(r.seqs); n > 0 && m.Seq <= r.seqs[n-1] {
+			r.tb.Errorf("sequence %d handed over after %d", m.Seq, r.seqs[n-1])
+		}
+		r.seqs = append(r.seqs, m.Seq)
+		r.mu.Unlock()
+	}
+	return nil
+}
+
+func (r *recorder) last() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.seqs) == 0 {
+		return 0
+	}
+	return r.seqs[len(r.seqs)-1]
+}
+
+func (r *recorder) got() []uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]uint64(nil), r.seqs...)
+}
+
+// follow runs Follow in the background; stop cancels it and returns its
+// result.
+func follow(tb testing.TB, s *Stream, next uint64, opts FollowOptions, r *recorder) (stop func() error, done <-chan error) {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan error, 1)
+	fin := make(chan struct{})
+	var res error
+	go func() {
+		res = s.Follow(ctx, next, opts, r.apply)
+		ch <- res
+		close(fin)
+	}()
+	stop = func() error {
+		cancel()
+		<-fin
+		return res
+	}
+	tb.Cleanup(func() { stop() })
+	return stop, ch
+}
+
+func waitFor(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func seqs(from, to uint64, except ...uint64) []uint64 {
+	skip := map[uint64]bool{}
+	for _, e := range except {
+		skip[e] = true
+	}
+	var out []uint64
+	for q := from; q <= to; q++ {
+		if !skip[q] {
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
+func equal(a, b []uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// events collects the events Follow reports.
+type events struct {
+	mu  sync.Mutex
+	evs []Event
+}
+
+func (e *events) on(ev Event) error {
+	e.mu.Lock()
+	e.evs = append(e.evs, ev)
+	e.mu.Unlock()
+	return nil
+}
+
+func (e *events) count(k EventKind) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, ev := range e.evs {
+		if ev.Kind == k {
+			n++
+		}
+	}
+	return n
+}
+
+func TestFollow_InOrderFromSequence(t *testing.T) {
+	url, _ := startServer(t)
+	s, _ := openStream(t, url)
+	appendN(t, s, 20)
+	r := &recorder{tb: t}
+	follow(t, s, 6, FollowOptions{}, r)
+	waitFor(t, "seq 20", func() bool { return r.last() == 20 })
+	if got, want := r.got(), seqs(6, 20); !equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+}
+
+// A hole whose message the stream still holds was lost in transit: Follow
+// starts a new consumer at it and never applies past it.
+func TestFollow_LostInTransit(t *testing.T) {
+	url, _ := startServer(t)
+	s, _ := openStream(t, url)
+	appendN(t, s, 10)
+	var dropped sync.Once
+	ev := &events{}
+	opts := FollowOptions{OnEvent: ev.on, drop: func(seq uint64) bool {
+		lost := false
+		if seq == 4 {
+			dropped.Do(func() { lost = true })
+		}
+		return lost
+	}}
+	r := &recorder{tb: t}
+	follow(t, s, 1, opts, r)
+	waitFor(t, "seq 10", func() bool { return r.last() == 10 })
+	if got, want := r.got(), seqs(1, 10); !equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	if got := ev.count(Lost); got != 1 {
+		t.Fatalf("Lost events: got %d, want 1", got)
+	}
+}
+
+// Entries purged while the follower needs them: a GapError naming the
+// sequence needed and the stream's new first sequence, at start and in
+// the middle of following.
+func TestFollow_PurgedGap(t *testing.T) {
+	url, _ := startServer(t)
+	s, _ := openStream(t, url)
+	appendN(t, s, 10)
+	ctx := context.Background()
+	if _, err := s.PurgeBelow(ctx, 6); err != nil {
+		t.Fatal(err)
+	}
+	// At start.
+	err := s.Follow(ctx, 3, FollowOptions{}, (&recorder{tb: t}).apply)
+	var gap *GapError
+	if !errors.As(err, &gap) || gap.Next != 3 || gap.FirstSeq != 6 {
+		t.Fatalf("at start: got %v, want a GapError{Next: 3, FirstSeq: 6}", err)
+	}
+
+	// In the middle: the follower applies 6 and 7, is held while 8 and 9
+	// are purged and lost on the way (so the next it sees is 10).
+	held, release := make(chan struct{}), make(chan struct{})
+	r := &recorder{tb: t, hook: func(m Msg) {
+		if m.Seq == 7 {
+			close(held)
+			<-release
+		}
+	}}
+	opts := FollowOptions{drop: func(seq uint64) bool { return seq == 8 || seq == 9 }}
+	_, done := follow(t, s, 6, opts, r)
+	<-held
+	if _, err := s.PurgeBelow(ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	select {
+	case err := <-done:
+		if !errors.As(err, &gap) || gap.Next != 8 || gap.FirstSeq != 10 {
+			t.Fatalf("in the middle: got %v, want a GapError{Next: 8, FirstSeq: 10}", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Follow did not return a GapError")
+	}
+	if got, want := r.got(), seqs(6, 7); !equal(got, want) {
+		t.Fatalf("applied %v, want %v", got, want)
+	}
+}
+
+// Messages an operator deleted from the middle of the stream are reported
+// and passed over; OnEvent may also stop Follow there.
+func TestFollow_DeletedByOperator(t *testing.T) {
+	url, _ := startServer(t)
+	s, js := openStream(t, url)
+	appendN(t, s, 8)
+	ctx := context.Background()
+	str, err := js.Stream(ctx, "TEST")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []uint64{3, 4} {
+		if err := str.DeleteMsg(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev := &events{}
+	r := &recorder{tb: t}
+	follow(t, s, 1, FollowOptions{OnEvent: ev.on}, r)
+	waitFor(t, "seq 8", func() bool { return r.last() == 8 })
+	if got, want := r.got(), seqs(1, 8, 3, 4); !equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	ev.mu.Lock()
+	evs := append([]Event(nil), ev.evs...)
+	ev.mu.Unlock()
+	if len(evs) != 1 || evs[0] != (Event{Kind: Deleted, From: 3, To: 4}) {
+		t.Fatalf("events: got %v, want one Deleted 3-4", evs)
+	}
+
+	errStrict := errors.New("strict: an entry was deleted")
+	strict := FollowOptions{OnEvent: func(ev Event) error {
+		if ev.Kind == Deleted {
+			return errStrict
+		}
+		return nil
+	}}
+	r2 := &recorder{tb: t}
+	if err := s.Follow(ctx, 1, strict, r2.apply); !errors.Is(err, errStrict) {
+		t.Fatalf("strict: got %v, want %v", err, errStrict)
+	}
+	if got, want := r2.got(), seqs(1, 2); !equal(got, want) {
+		t.Fatalf("strict applied %v, want %v", got, want)
+	}
+}
+
+// A consumer that stops delivering (its last message lost, and nothing
+// after it to reveal the hole) is found by the stall check and replaced.
+func TestFollow_Stalled(t *testing.T) {
+	url, _ := startServer(t)
+	s, _ := openStream(t, url)
+	appendN(t, s, 5)
+	var dropped sync.Once
+	ev := &events{}
+	opts := FollowOptions{StallCheck: 50 * time.Millisecond, OnEvent: ev.on, drop: func(seq uint64) bool {
+		lost := false
+		if seq == 5 {
+			dropped.Do(func() { lost = true })
+		}
+		return lost
+	}}
+	r := &recorder{tb: t}
+	follow(t, s, 1, opts, r)
+	waitFor(t, "seq 5", func() bool { return r.last() == 5 })
+	if got, want := r.got(), seqs(1, 5); !equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	if got := ev.count(Stalled); got != 1 {
+		t.Fatalf("Stalled events: got %d, want 1", got)
+	}
+}
+
+// A restart of the nats-server while following: the ordered consumer is
+// recreated after the reconnect; every message arrives once, in order.
+func TestFollow_RedeliveryAfterReconnect(t *testing.T) {
+	url, restart := startServer(t)
+	s, _ := openStream(t, url)
+	appendN(t, s, 10)
+	r := &recorder{tb: t}
+	follow(t, s, 1, FollowOptions{}, r)
+	waitFor(t, "seq 10", func() bool { return r.last() == 10 })
+	restart()
+	var last uint64
+	waitFor(t, "appends after the restart", func() bool {
+		ack, err := s.Append(context.Background(), []byte("m"), "")
+		if err == nil {
+			last = ack.Seq
+		}
+		return err == nil
+	})
+	for i := 0; i < 9; i++ {
+		ack, err := s.Append(context.Background(), []byte("m"), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = ack.Seq
+	}
+	waitFor(t, fmt.Sprintf("seq %d", last), func() bool { return r.last() == last })
+	if got, want := r.got(), seqs(1, last); !equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+}
+
+// An ApplyFunc error ends Follow with that error; Follow starts again from
+// any sequence.
+func TestFollow_ApplyError(t *testing.T) {
+	url, _ := startServer(t)
+	s, _ := openStream(t, url)
+	appendN(t, s, 3)
+	errDisk := errors.New("disk full")
+	err := s.Follow(context.Background(), 1, FollowOptions{}, func(ctx context.Context, msgs []Msg) error { return errDisk })
+	if !errors.Is(err, errDisk) {
+		t.Fatalf("got %v, want %v", err, errDisk)
+	}
+}
+
+func TestStream_AppendAndBounds(t *testing.T) {
+	url, _ := startServer(t)
+	s, _ := openStream(t, url)
+	ctx := context.Background()
+	a1, err := s.Append(ctx, []byte("x"), "id-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := s.Append(ctx, []byte("x"), "id-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a2.Duplicate || a2.Seq != a1.Seq {
+		t.Fatalf("second append with the same id: got %+v, want a duplicate of %d", a2, a1.Seq)
+	}
+	appendN(t, s, 4)
+	b, err := s.Bounds(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b != (State{FirstSeq: 1, LastSeq: 5}) {
+		t.Fatalf("bounds: got %+v, want 1-5", b)
+	}
+	if first, err := s.PurgeBelow(ctx, 3); err != nil || first != 3 {
+		t.Fatalf("purge below 3: got %d, %v", first, err)
+	}
+	if first, err := s.PurgeBelow(ctx, 2); err != nil || first != 0 {
+		t.Fatalf("purge below 2 after 3: got %d, %v, want nothing purged", first, err)
+	}
+	if held, err := s.Holds(ctx, 2); err != nil || held {
+		t.Fatalf("holds 2 after purge: got %v, %v", held, err)
+	}
+	if c, at := s.Cached(); c.FirstSeq != 3 || c.LastSeq != 5 || at.IsZero() {
+		t.Fatalf("cached: got %+v at %v", c, at)
+	}
+}
+
+// No JetStream server on the subject: ErrNoResponders, which is
+// ErrNotStored.
+func TestStream_AppendNotStored(t *testing.T) {
+	url, _ := startServer(t)
+	s, js := openStream(t, url)
+	if err := js.DeleteStream(context.Background(), "TEST"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Append(context.Background(), []byte("x"), "")
+	if !errors.Is(err, ErrNoResponders) || !errors.Is(err, ErrNotStored) {
+		t.Fatalf("got %v, want ErrNoResponders (ErrNotStored)", err)
+	}
+}
