@@ -82,4 +82,3 @@ func (n *Node) waitConsistency(ctx context.Context, d *database, req *api.Reques
 	}
 	return nil
 }
-

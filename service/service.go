@@ -12,7 +12,6 @@
 // See DESIGN.md beside this file for the trade-offs.
 package service
 
-
 // Version is the semantic version the node registers with micro.
 const Version = "0.1.0"
 
@@ -43,4 +42,3 @@ func EntrySubject(db string) string { return "nqlite.entry." + db }
 
 // StreamName returns the JetStream stream of db: NQLITE_<db>.
 func StreamName(db string) string { return "NQLITE_" + db }
-

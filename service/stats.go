@@ -49,4 +49,3 @@ func (n *Node) Stats(name string) Stats {
 	}
 	return Stats{}
 }
-
