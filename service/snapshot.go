@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -111,6 +112,7 @@ func (n *Node) prepareLocal(ctx context.Context, d *database, path string, first
 // itself when the entries it needs next were purged; meanwhile requests
 // get 503 "restoring". It returns when the node stops or the apply fails.
 func (n *Node) follow(d *database) error {
+	failures := 0
 	for {
 		err := d.db.Follow(n.ctx, n.js, d.stream)
 		if !apply.IsGap(err) || n.snaps == nil || n.ctx.Err() != nil {
@@ -122,16 +124,34 @@ func (n *Node) follow(d *database) error {
 		d.restoring.Store(false)
 		if rerr == nil {
 			d.restores.Add(1)
-		} else {
-			n.log.Error("restore from snapshot failed, retrying", "db", d.name, "err", rerr)
-			select {
-			case <-n.ctx.Done():
-				return nil
-			case <-time.After(time.Second):
-			}
+			failures = 0
+			continue
+		}
+		// A restore can fail for a while (JetStream unreachable, a newer
+		// snapshot replacing the object): a person is needed only when it
+		// keeps failing.
+		failures++
+		delay := min(time.Second<<min(failures-1, 5), 30*time.Second)
+		level := slog.LevelWarn
+		if failures >= restoreFailuresLogged {
+			level = slog.LevelError
+		}
+		n.log.Log(n.ctx, level, "restore from snapshot failed, retrying", "db", d.name, "attempt", failures, "retry_in", delay, "err", rerr)
+		select {
+		case <-n.ctx.Done():
+			return nil
+		case <-time.After(delay):
 		}
 	}
 }
+
+// restoreFailuresLogged and snapshotFailuresLogged are how many failures in
+// a row make a restore or a snapshot an ERROR (a person should look);
+// fewer are WARN, as they usually clear by themselves.
+const (
+	restoreFailuresLogged  = 5
+	snapshotFailuresLogged = 3
+)
 
 // snapshotLoop takes a snapshot of d whenever this node has applied
 // Threshold entries beyond the latest stored one, checked every Interval.
@@ -140,6 +160,7 @@ func (n *Node) snapshotLoop(d *database) {
 	cfg := n.cfg.Snapshot
 	t := time.NewTicker(cfg.Interval)
 	defer t.Stop()
+	failures := 0
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -149,8 +170,21 @@ func (n *Node) snapshotLoop(d *database) {
 		if d.db.Applied() < d.lastSnap.Load()+cfg.Threshold {
 			continue
 		}
-		if _, _, err := n.takeSnapshot(n.ctx, d); err != nil && !errors.Is(err, snapshot.ErrBusy) && n.ctx.Err() == nil {
-			n.log.Error("snapshot failed", "db", d.name, "err", err)
+		_, _, err := n.takeSnapshot(n.ctx, d)
+		switch {
+		case err == nil:
+			failures = 0
+		case errors.Is(err, snapshot.ErrBusy):
+			// Another node won the race for the claim: it uploads.
+			n.log.Debug("snapshot taken by another node", "db", d.name)
+		case n.ctx.Err() != nil:
+		default:
+			failures++
+			level := slog.LevelWarn
+			if failures >= snapshotFailuresLogged {
+				level = slog.LevelError
+			}
+			n.log.Log(n.ctx, level, "snapshot failed, trying again at the next check", "db", d.name, "failures_in_a_row", failures, "err", err)
 		}
 	}
 }

@@ -49,7 +49,7 @@ const (
 )
 
 // ErrBusy is returned by Take when another node is uploading a snapshot of
-// the same database.
+// the same database: the normal outcome of a race for the claim.
 var ErrBusy = errors.New("another node is uploading a snapshot of this database")
 
 // ErrNoSnapshot is returned when the store holds no snapshot of a database.
@@ -152,20 +152,14 @@ func (s *Store) Latest(ctx context.Context, db string) (*Meta, error) {
 // stored snapshot's Meta and whether this call uploaded it; ErrBusy when
 // another node holds the claim.
 func (s *Store) Take(ctx context.Context, db string, d *apply.DB, dir string) (*Meta, bool, error) {
-	if _, err := s.claims.Create(ctx, db, []byte(s.node)); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			return nil, false, ErrBusy
-		}
+	release, err := s.claim(ctx, db)
+	if errors.Is(err, errClaimed) {
+		return nil, false, ErrBusy
+	}
+	if err != nil {
 		return nil, false, fmt.Errorf("claim snapshot of %s: %w", db, err)
 	}
-	defer func() {
-		// A fresh context: the claim must go even when ctx is done.
-		dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.claims.Delete(dctx, db); err != nil {
-			s.log.Warn("release snapshot claim (it expires by the bucket's TTL)", "db", db, "err", err)
-		}
-	}()
+	defer release()
 	latest, err := s.Latest(ctx, db)
 	if err != nil && !errors.Is(err, ErrNoSnapshot) {
 		return nil, false, err
@@ -214,6 +208,32 @@ func (s *Store) Take(ctx context.Context, db string, d *apply.DB, dir string) (*
 	return m, true, nil
 }
 
+var errClaimed = errors.New("claimed by another node")
+
+// claim creates key in the claims bucket (JetStream compare-and-set) and
+// returns the function that deletes it. It returns errClaimed when the
+// key exists or another node created it first: KeyValue.Create reports a
+// race lost on a deleted key as JetStream's "wrong last sequence" error
+// (code 10071, or 10164 on replicated streams) rather than ErrKeyExists.
+func (s *Store) claim(ctx context.Context, key string) (func(), error) {
+	if _, err := s.claims.Create(ctx, key, []byte(s.node)); err != nil {
+		var apiErr *jetstream.APIError
+		if errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) &&
+			(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)) {
+			return nil, errClaimed
+		}
+		return nil, err
+	}
+	return func() {
+		// A fresh context: the claim must go even when ctx is done.
+		dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.claims.Delete(dctx, key); err != nil {
+			s.log.Warn("release claim (it expires by the bucket's TTL)", "key", key, "err", err)
+		}
+	}, nil
+}
+
 // Purge removes the stream entries below seq - retain, which the stored
 // snapshot at seq covers, keeping retain entries so nodes slightly behind
 // catch up from the stream. It never purges everything: nothing happens
@@ -255,7 +275,9 @@ func (s *Store) Fetch(ctx context.Context, db, dir string) (string, *Meta, error
 			return path, m, err
 		}
 		lastErr = err
-		s.log.Warn("snapshot download failed, starting again", "db", db, "attempt", attempt+1, "err", err)
+		// Usually the race it exists for (a newer snapshot replaced the
+		// object mid-read); the caller reports a download that keeps failing.
+		s.log.Info("snapshot download failed, starting again", "db", db, "attempt", attempt+1, "err", err)
 	}
 	return "", nil, lastErr
 }
