@@ -14,7 +14,13 @@
 // claim of a node that died while uploading: JetStream's clock, not
 // nqlite's. Under the claim, the uploader reads the stored snapshot's
 // sequence and uploads only a newer one, so an older snapshot never
-// replaces a newer one. See DESIGN.md.
+// replaces a newer one.
+//
+// Load objects (load/<db>/<id>, uploaded by nqctl restore) are loaded once
+// and carry the sequence of the load entry naming them (MetaLoadSeq);
+// after an upload, Take deletes those the new snapshot covers, and
+// FetchLoad gives a node that meets such an entry later the snapshot in
+// their place. See DESIGN.md.
 package snapshot
 
 import (
