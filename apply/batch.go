@@ -93,6 +93,13 @@ func (db *DB) ApplyBatch(ctx context.Context, msgs []Msg) error {
 
 // applySegment applies entries without loads in one transaction.
 func (db *DB) applySegment(msgs []Msg, entries []*Entry, decodeErrs []error) error {
+	for len(msgs) > 0 && msgs[0].Seq <= db.applied.Load() {
+		// In the snapshot a load entry before them restored (see Loader).
+		msgs, entries, decodeErrs = msgs[1:], entries[1:], decodeErrs[1:]
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
 	forced := map[forcedKey]string{}
 	for {
 		outcomes, lost, err := db.tryBatch(msgs, entries, forced)

@@ -1,10 +1,16 @@
 package apply
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
+	"regexp"
+	"unicode/utf8"
 
 	"zombiezen.com/go/sqlite"
 	"zombiezen.com/go/sqlite/sqlitex"
@@ -12,11 +18,17 @@ import (
 	"github.com/nqlite/nqlite/service/api"
 )
 
-// Loader fetches the object a load entry names into a new file in dir and
-// returns its path. An error wrapping ErrLoadInvalid is final and the same
-// on every node (no such object, another digest): the entry is skipped.
-// Any other error is retried: a node never skips a load another node made.
-type Loader func(ctx context.Context, l *Load, dir string) (string, error)
+// Loader fetches the object a load entry at stream sequence seq names into
+// a new file in dir and returns its path. An error wrapping ErrLoadInvalid
+// is final and the same on every node (no such object, another digest):
+// the entry is skipped. Any other error is retried: a node never skips a
+// load another node made.
+//
+// snap reports that the file is not the load object but a stored snapshot
+// holding seq or a later sequence: the object is gone because a snapshot
+// covers the entry (load objects are deleted then), so the node takes that
+// snapshot instead; its own applied sequence is kept.
+type Loader func(ctx context.Context, seq uint64, l *Load, dir string) (path string, snap bool, err error)
 
 // ErrLoadInvalid marks a load entry every node refuses the same way.
 var ErrLoadInvalid = errors.New("load refused")
@@ -29,11 +41,14 @@ func (db *DB) applyLoad(seq uint64, e *Entry) error {
 	if db.loader == nil {
 		return fmt.Errorf("apply entry %d: a load entry, but this node has no loader", seq)
 	}
+	if seq <= db.applied.Load() {
+		return nil // in the snapshot an earlier load entry of this batch restored
+	}
 	ctx := db.actx
 	dir := dirOf(db.path)
-	path, err := db.loader(ctx, e.Load, dir)
+	path, snap, err := db.loader(ctx, seq, e.Load, dir)
 	if err == nil {
-		path, err = db.prepareLoad(seq, e, path)
+		path, err = db.prepareLoad(seq, e, path, snap)
 	}
 	if errors.Is(err, ErrLoadInvalid) {
 		db.log.Warn("load entry refused: skipped by every node", "seq", seq, "object", e.Load.Object, "err", err)
@@ -50,49 +65,180 @@ func (db *DB) applyLoad(seq uint64, e *Entry) error {
 		os.Remove(path)
 		return fmt.Errorf("apply load entry %d: %w", seq, err)
 	}
+	if snap {
+		db.log.Info("load object deleted: took the stored snapshot that covers the load entry", "seq", seq, "object", e.Load.Object, "snapshot_seq", db.Applied())
+		return nil
+	}
 	db.log.Info("database loaded", "seq", seq, "object", e.Load.Object)
 	db.deliver(e.Token, Outcome{Seq: seq, Results: []api.Result{{Write: true}}})
 	return nil
 }
 
 // prepareLoad turns a fetched object into an nqlite database file holding
-// seq as its applied sequence.
-func (db *DB) prepareLoad(seq uint64, e *Entry, path string) (string, error) {
+// seq as its applied sequence (snap: a stored snapshot, checked to hold
+// seq and used as is).
+func (db *DB) prepareLoad(seq uint64, e *Entry, path string, snap bool) (string, error) {
+	if snap {
+		info, err := ReadSnapshotInfo(path)
+		if err == nil && info.Seq < seq {
+			err = fmt.Errorf("the snapshot holds sequence %d, before the load entry", info.Seq)
+		}
+		if err != nil {
+			os.Remove(path)
+			return "", fmt.Errorf("snapshot in place of the deleted load object: %w", err)
+		}
+		return path, nil
+	}
 	if e.Load.SQL {
-		script, err := os.ReadFile(path)
+		out := path + ".db"
+		err := runLoadSQL(db.actx, path, out, seq, e.Time, e.Seed, db.log)
 		os.Remove(path)
 		if err != nil {
-			return "", err
-		}
-		out := path + ".db"
-		os.Remove(out)
-		tmp, err := Open(out, Options{Readers: 1, Logger: db.log})
-		if err != nil {
-			return "", err
-		}
-		le := &Entry{Time: e.Time, Seed: e.Seed}
-		for _, q := range api.Split(string(script)) {
-			le.Statements = append(le.Statements, api.Statement{SQL: q})
-		}
-		if len(le.Statements) > 0 {
-			err = tmp.ApplyBatch(db.actx, []Msg{{Seq: seq, Data: le.Encode()}})
-		} else {
-			err = tmp.markApplied(seq)
-		}
-		if cerr := tmp.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			os.Remove(out)
 			return "", err
 		}
 		return out, nil
 	}
+	if err := prepareFile(path, "", seq); err != nil {
+		return "", err
+	}
+	return path, nil
+}
+
+// PrepareLoadFile checks the SQLite file at path and converts it in place
+// into what applying a load of it makes on every node (WAL journal mode,
+// _nqlite_meta at applied sequence 0), so that a load request can be
+// refused before its entry is published. When wal is not "", it is the
+// database's write-ahead log (FILE-wal of a WAL database): it is moved to
+// path-wal, SQLite recovers the committed transactions it holds, and they
+// are checkpointed into path, which is then one self-contained file.
+//
+// Files in every rollback journal mode (delete, truncate, persist, memory,
+// off: the file is the same) and in WAL mode, any page size, auto_vacuum
+// and encoding are accepted; the data, user_version and application_id
+// are kept. Errors wrap ErrLoadInvalid and say why the file is refused:
+// not SQLite (encrypted, compressed, another format), a -wal or -journal
+// file rather than a database, corrupt (PRAGMA quick_check), a -wal that
+// is not one. path (and wal) are removed on error.
+func PrepareLoadFile(path, wal string) error { return prepareFile(path, wal, 0) }
+
+// File signatures (https://sqlite.org/fileformat2.html).
+var (
+	sqliteMagic  = []byte("SQLite format 3\x00")
+	journalMagic = []byte{0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7}
+)
+
+func isWALMagic(b []byte) bool {
+	if len(b) < 4 {
+		return false
+	}
+	m := binary.BigEndian.Uint32(b)
+	return m == 0x377f0682 || m == 0x377f0683
+}
+
+// checkHeader reads the 100-byte database header of path and returns the
+// page size, or why the file is not a SQLite database. An empty file is an
+// empty database (page size 0).
+func checkHeader(path string) (int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	h := make([]byte, 100)
+	n, err := io.ReadFull(f, h)
+	if n == 0 && err == io.EOF {
+		return 0, nil
+	}
+	switch {
+	case isWALMagic(h[:n]):
+		return 0, fmt.Errorf("%w: this is a SQLite write-ahead log (a -wal file), not a database: load the database file it belongs to, with this file as its -wal", ErrLoadInvalid)
+	case bytes.HasPrefix(h[:n], journalMagic):
+		return 0, fmt.Errorf("%w: this is a SQLite rollback journal (a -journal file), not a database: load the database file", ErrLoadInvalid)
+	case !bytes.HasPrefix(h[:n], sqliteMagic):
+		return 0, fmt.Errorf("%w: not a SQLite database: the file does not start with the SQLite header %q (encrypted, compressed, or another format?)", ErrLoadInvalid, sqliteMagic[:15])
+	case n < 100:
+		return 0, fmt.Errorf("%w: not a usable SQLite database: %d bytes, shorter than the 100-byte SQLite header (truncated?)", ErrLoadInvalid, n)
+	}
+	ps := int(binary.BigEndian.Uint16(h[16:18]))
+	if ps == 1 {
+		ps = 65536
+	}
+	if ps < 512 || ps&(ps-1) != 0 {
+		return 0, fmt.Errorf("%w: not a usable SQLite database: the header's page size %d is invalid (corrupt?)", ErrLoadInvalid, ps)
+	}
+	if h[18] > 2 || h[19] > 2 {
+		return 0, fmt.Errorf("%w: the SQLite file format version is %d/%d: this SQLite reads versions 1 (rollback journal) and 2 (WAL)", ErrLoadInvalid, h[18], h[19])
+	}
+	return ps, nil
+}
+
+// checkWAL checks that wal is a SQLite write-ahead log with pages of
+// pageSize bytes.
+func checkWAL(wal string, pageSize int) error {
+	f, err := os.Open(wal)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := make([]byte, 32)
+	n, _ := io.ReadFull(f, h)
+	if n == 0 {
+		return nil // empty: nothing to recover
+	}
+	if n < 32 || !isWALMagic(h) {
+		return fmt.Errorf("%w: the -wal object is not a SQLite write-ahead log", ErrLoadInvalid)
+	}
+	if ps := int(binary.BigEndian.Uint32(h[8:12])); pageSize != 0 && ps != pageSize {
+		return fmt.Errorf("%w: the -wal object has %d-byte pages but the database %d-byte pages: it is another database's write-ahead log", ErrLoadInvalid, ps, pageSize)
+	}
+	return nil
+}
+
+// prepareFile is PrepareLoadFile recording seq as the applied sequence.
+func prepareFile(path, wal string, seq uint64) (err error) {
+	removeAll := func() {
+		for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
+			os.Remove(p)
+		}
+		if wal != "" {
+			os.Remove(wal)
+		}
+	}
+	defer func() {
+		if err != nil {
+			removeAll()
+		}
+	}()
+	for _, suffix := range []string{"-wal", "-shm", "-journal"} {
+		// Only the file itself (and wal) may decide what the database holds.
+		if err := os.Remove(path + suffix); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+	}
+	pageSize, err := checkHeader(path)
+	if err != nil {
+		return err
+	}
+	if wal != "" {
+		if err := checkWAL(wal, pageSize); err != nil {
+			return err
+		}
+		if pageSize == 0 {
+			return fmt.Errorf("%w: the database file is empty but has a -wal: a write-ahead log without its database", ErrLoadInvalid)
+		}
+		if err := os.Rename(wal, path+"-wal"); err != nil {
+			return err
+		}
+	}
 	c, err := sqlite.OpenConn(path, sqlite.OpenReadWrite|sqlite.OpenNoMutex)
 	if err != nil {
-		os.Remove(path)
-		return "", fmt.Errorf("%w: not a SQLite file: %v", ErrLoadInvalid, err)
+		return fmt.Errorf("%w: not a usable SQLite database: %v", ErrLoadInvalid, err)
 	}
+	defer func() {
+		if cerr := c.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("close: %w", cerr)
+		}
+	}()
 	check := ""
 	err = sqlitex.ExecuteTransient(c, "PRAGMA quick_check", &sqlitex.ExecOptions{ResultFunc: func(s *sqlite.Stmt) error {
 		if check == "" {
@@ -100,20 +246,139 @@ func (db *DB) prepareLoad(seq uint64, e *Entry, path string) (string, error) {
 		}
 		return nil
 	}})
-	if err == nil && check != "ok" {
-		err = errors.New(check)
+	if err != nil {
+		return fmt.Errorf("%w: not a usable SQLite database: %v", ErrLoadInvalid, err)
+	}
+	if check != "ok" {
+		return fmt.Errorf("%w: the SQLite database is corrupt: PRAGMA quick_check: %s", ErrLoadInvalid, check)
+	}
+	// Outside any transaction: SQLite cannot change into WAL mode in one
+	// (sqlitex.ExecuteScript would wrap this in a savepoint).
+	mode := ""
+	err = sqlitex.ExecuteTransient(c, "PRAGMA journal_mode=WAL", &sqlitex.ExecOptions{ResultFunc: func(s *sqlite.Stmt) error {
+		mode = s.ColumnText(0)
+		return nil
+	}})
+	if err == nil && mode != "wal" {
+		err = fmt.Errorf("the journal mode stays %q", mode)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: cannot switch the SQLite database to WAL mode: %v", ErrLoadInvalid, err)
+	}
+	err = sqlitex.ExecuteScript(c, `CREATE TABLE IF NOT EXISTS _nqlite_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR REPLACE INTO _nqlite_meta(key, value) VALUES('applied_seq', `+fmt.Sprint(seq)+`);`, nil)
+	if err != nil {
+		return fmt.Errorf("%w: cannot record the applied sequence in the database: %v", ErrLoadInvalid, err)
+	}
+	// Everything into the file itself: the caller moves path alone.
+	var busy, log, done int
+	err = sqlitex.ExecuteTransient(c, "PRAGMA wal_checkpoint(TRUNCATE)", &sqlitex.ExecOptions{ResultFunc: func(s *sqlite.Stmt) error {
+		busy, log, done = s.ColumnInt(0), s.ColumnInt(1), s.ColumnInt(2)
+		return nil
+	}})
+	if err == nil && (busy != 0 || log != done) {
+		err = fmt.Errorf("checkpointed %d of %d frames", done, log)
+	}
+	if err != nil {
+		return fmt.Errorf("checkpoint the loaded database: %w", err)
+	}
+	return nil
+}
+
+// sqliteDumpFK is the line sqlite3's .dump starts with. nqlite never
+// enforces foreign keys and refuses the pragma in requests, so a load
+// leaves it out (as nqctl's .dump does).
+var sqliteDumpFK = regexp.MustCompile(`(?i)^\s*PRAGMA\s+foreign_keys\s*=\s*(OFF|0|false|no)\s*;?\s*$`)
+
+// CheckLoadSQL runs the SQL text at path as a load of it would (see
+// runLoadSQL) on a scratch database, with the entry's time and seed, and
+// removes it: a load request whose dump every node would refuse is refused
+// before its entry is published. Errors wrap ErrLoadInvalid.
+func CheckLoadSQL(ctx context.Context, path string, entryTime, seed int64) error {
+	out := path + ".check.db"
+	defer os.Remove(out)
+	return runLoadSQL(ctx, path, out, 1, entryTime, seed, nil)
+}
+
+// runLoadSQL runs the SQL text at script on a new database at out, as one
+// entry at seq with the load entry's time and seed (so every node makes
+// the same file). The text must be UTF-8 and every statement must
+// succeed, or the load is refused (ErrLoadInvalid, naming the statement):
+// a dump that loads partly would silently drop data. sqlite3's
+// "PRAGMA foreign_keys=OFF;" is left out.
+func runLoadSQL(ctx context.Context, script, out string, seq uint64, entryTime, seed int64, logger *slog.Logger) error {
+	text, err := os.ReadFile(script)
+	if err != nil {
+		return err
+	}
+	if !utf8.Valid(text) {
+		i := 0
+		for i < len(text) {
+			r, n := utf8.DecodeRune(text[i:])
+			if r == utf8.RuneError && n <= 1 {
+				break
+			}
+			i += n
+		}
+		return fmt.Errorf("%w: the SQL text is not valid UTF-8 (at byte %d): a binary file, or text in another encoding", ErrLoadInvalid, i)
+	}
+	for _, p := range []string{out, out + "-wal", out + "-shm"} {
+		os.Remove(p)
+	}
+	tmp, err := Open(out, Options{Readers: 1, Node: "load", Logger: logger})
+	if err != nil {
+		return err
+	}
+	le := &Entry{Node: "load", Token: "load", Time: entryTime, Seed: seed}
+	for _, q := range api.Split(string(text)) {
+		if sqliteDumpFK.MatchString(q) {
+			continue
+		}
+		le.Statements = append(le.Statements, api.Statement{SQL: q})
+	}
+	var res []api.Result
+	if len(le.Statements) > 0 {
+		ch, stop := tmp.Await(le.Token)
+		err = tmp.ApplyBatch(ctx, []Msg{{Seq: seq, Data: le.Encode()}})
+		select {
+		case o := <-ch:
+			res = o.Results
+		default:
+		}
+		stop()
+	} else {
+		err = tmp.markApplied(seq)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
 	}
 	if err == nil {
-		err = sqlitex.ExecuteScript(c, `PRAGMA journal_mode=WAL;
-CREATE TABLE IF NOT EXISTS _nqlite_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR REPLACE INTO _nqlite_meta(key, value) VALUES('applied_seq', `+fmt.Sprint(seq)+`);`, nil)
+		for i, r := range res {
+			if r.Error != "" {
+				err = fmt.Errorf("%w: the SQL text's statement %d fails: %s: %s", ErrLoadInvalid, i+1, r.Error, abbrev(le.Statements[i].SQL))
+				break
+			}
+		}
 	}
-	c.Close()
 	if err != nil {
-		os.Remove(path)
-		return "", fmt.Errorf("%w: not a usable SQLite database: %v", ErrLoadInvalid, err)
+		for _, p := range []string{out, out + "-wal", out + "-shm"} {
+			os.Remove(p)
+		}
+		return err
 	}
-	return path, nil
+	return nil
+}
+
+// abbrev shortens a statement for an error message.
+func abbrev(sql string) string {
+	if len(sql) <= 80 {
+		return sql
+	}
+	cut := 77
+	for cut > 0 && !utf8.RuneStart(sql[cut]) {
+		cut--
+	}
+	return sql[:cut] + "..."
 }
 
 // markApplied records seq as applied without other change.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
@@ -27,9 +29,10 @@ import (
 //     the session's last sequence) and downloads it: a consistent SQLite
 //     file as of the sequence it reports. The Object Store checks its
 //     SHA-256 digest.
-//   - restore uploads a SQLite file or a SQL dump as load/<db>/<id> and asks
-//     a node to load it (nqlite.load.<db>): every node switches to it at the
-//     same stream sequence. Files of any size work (the Object Store chunks
+//   - restore uploads a SQLite file or a SQL dump as load/<db>/<id> (and a
+//     SQLite file's non-empty -wal as load/<db>/<id>-wal) and asks a node
+//     to load it (nqlite.load.<db>): every node switches to it at the same
+//     stream sequence. Files of any size work (the Object Store chunks
 //     them).
 //
 // Both show a progress bar on a terminal.
@@ -87,10 +90,57 @@ func backup(ctx context.Context, s *session, file string, stderr io.Writer, prog
 	return nil
 }
 
-var sqliteMagic = []byte("SQLite format 3\x00")
+var (
+	sqliteMagic  = []byte("SQLite format 3\x00")
+	journalMagic = []byte{0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7}
+)
+
+// sniffBytes is how much of a file restore reads to tell its kind.
+const sniffBytes = 64 << 10
+
+// restoreKind tells what file is from its first bytes, without SQLite:
+// isSQL false for a SQLite database, true for SQL text (UTF-8, no NUL
+// bytes; an empty file is an empty dump), or an error naming what else it
+// is (a -wal or -journal file, binary data: encrypted, compressed...).
+func restoreKind(file string, head []byte) (isSQL bool, err error) {
+	walMagic := len(head) >= 4 && (binary.BigEndian.Uint32(head) == 0x377f0682 || binary.BigEndian.Uint32(head) == 0x377f0683)
+	switch {
+	case bytes.HasPrefix(head, sqliteMagic):
+		return false, nil
+	case walMagic:
+		return false, fmt.Errorf("%s is a SQLite write-ahead log (a -wal file), not a database: restore the database file it belongs to (nqctl uploads its -wal with it)", file)
+	case bytes.HasPrefix(head, journalMagic):
+		return false, fmt.Errorf("%s is a SQLite rollback journal (a -journal file), not a database: restore the database file", file)
+	}
+	text := head
+	if len(head) == sniffBytes {
+		// The read may have cut the last rune.
+		for i := len(text) - 1; i >= 0 && i >= len(text)-utf8.UTFMax; i-- {
+			if utf8.RuneStart(text[i]) {
+				if !utf8.FullRune(text[i:]) {
+					text = text[:i]
+				}
+				break
+			}
+		}
+	}
+	if bytes.IndexByte(text, 0) >= 0 || !utf8.Valid(text) {
+		return false, fmt.Errorf("%s is neither a SQLite database (no SQLite header) nor SQL text (binary data: encrypted, compressed, or another format?)", file)
+	}
+	return true, nil
+}
 
 // restore replaces the session's database, on every node, with the SQLite
 // file or SQL dump in file.
+//
+// A SQLite file in WAL mode may hold committed transactions in file-wal
+// that are not checkpointed into file yet: when file-wal exists and is not
+// empty, it is uploaded too (load/<db>/<id>-wal) and named in the load
+// request, and the node that receives the request merges the two with
+// SQLite into one object before publishing the load entry (nqctl links no
+// SQLite). A hot rollback journal (file-journal with a live header: a
+// transaction in progress or interrupted) is refused: file alone is not
+// consistent. Objects the nodes refused are deleted again.
 func restore(ctx context.Context, s *session, file string, stderr io.Writer, progress bool) error {
 	f, err := os.Open(file)
 	if err != nil {
@@ -101,11 +151,28 @@ func restore(ctx context.Context, s *session, file string, stderr io.Writer, pro
 	if err != nil {
 		return failedf("restore: %v", err)
 	}
-	head := make([]byte, len(sqliteMagic))
+	head := make([]byte, sniffBytes)
 	n, _ := io.ReadFull(f, head)
-	isSQL := !bytes.Equal(head[:n], sqliteMagic)
+	isSQL, err := restoreKind(file, head[:n])
+	if err != nil {
+		return failedf("restore: %v", err)
+	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return failedf("restore: %v", err)
+	}
+	var wal *os.File
+	if !isSQL {
+		if j, err := os.ReadFile(file + "-journal"); err == nil && bytes.HasPrefix(j, journalMagic) {
+			return failedf("restore: %s-journal is a hot rollback journal: a transaction on %s is in progress or was interrupted, so the file alone is not consistent; open %s with sqlite3 once (it rolls the journal back), then restore", file, file, file)
+		}
+		if w, err := os.Open(file + "-wal"); err == nil {
+			if wst, err := w.Stat(); err == nil && wst.Size() > 0 {
+				wal = w
+				defer w.Close()
+			} else {
+				w.Close()
+			}
+		}
 	}
 	js, err := jetstream.New(s.nc)
 	if err != nil {
@@ -115,23 +182,56 @@ func restore(ctx context.Context, s *session, file string, stderr io.Writer, pro
 	if err != nil {
 		return failedf("restore: bucket %s (do the nodes have snapshots enabled?): %v", api.SnapshotBucket, err)
 	}
-	var r io.Reader = f
-	if progress {
-		bar := newBar(stderr, st.Size(), "upload "+filepath.Base(file))
-		r = io.TeeReader(f, bar)
-		defer bar.Close()
-	}
 	name := "load/" + s.db + "/" + nuid.Next()
-	info, err := obj.Put(ctx, jetstream.ObjectMeta{Name: name, Description: "nqctl restore of " + filepath.Base(file)}, r)
+	var uploaded []string
+	put := func(name, path string, f *os.File) (*jetstream.ObjectInfo, error) {
+		var r io.Reader = f
+		if progress {
+			size := int64(0)
+			if st, err := f.Stat(); err == nil {
+				size = st.Size()
+			}
+			bar := newBar(stderr, size, "upload "+filepath.Base(path))
+			r = io.TeeReader(f, bar)
+			defer bar.Close()
+		}
+		info, err := obj.Put(ctx, jetstream.ObjectMeta{Name: name, Description: "nqctl restore of " + filepath.Base(path)}, r)
+		if err == nil {
+			uploaded = append(uploaded, name)
+		}
+		return info, err
+	}
+	// removeUploaded deletes what this restore uploaded, when the nodes
+	// refused it (nothing names it then).
+	removeUploaded := func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, o := range uploaded {
+			obj.Delete(dctx, o)
+		}
+	}
+	info, err := put(name, file, f)
 	if err != nil {
 		return failedf("restore: upload: %v", err)
 	}
-	req, _ := json.Marshal(api.LoadRequest{Bucket: api.SnapshotBucket, Object: name, Digest: info.Digest, SQL: isSQL})
+	lr := api.LoadRequest{Bucket: api.SnapshotBucket, Object: name, Digest: info.Digest, SQL: isSQL}
+	if wal != nil {
+		winfo, err := put(name+"-wal", file+"-wal", wal)
+		if err != nil {
+			removeUploaded()
+			return failedf("restore: upload %s-wal: %v", file, err)
+		}
+		lr.WALObject, lr.WALDigest = winfo.Name, winfo.Digest
+	}
+	req, _ := json.Marshal(lr)
 	msg, err := s.nc.RequestWithContext(ctx, "nqlite.load."+s.db, req)
 	if err != nil {
 		return connErrorf("restore: ask for the load: %v", err)
 	}
 	if code := msg.Header.Get("Nats-Service-Error-Code"); code != "" {
+		if code == "400" {
+			removeUploaded()
+		}
 		return failedf("restore: %s", msg.Header.Get("Nats-Service-Error"))
 	}
 	var reply api.LoadReply
@@ -140,8 +240,11 @@ func restore(ctx context.Context, s *session, file string, stderr io.Writer, pro
 	}
 	s.afterSeq = max(s.afterSeq, reply.Seq)
 	kind := "SQLite file"
-	if isSQL {
+	switch {
+	case isSQL:
 		kind = "SQL dump"
+	case wal != nil:
+		kind = "SQLite file with its write-ahead log"
 	}
 	fmt.Fprintf(stderr, "restored %s from %s (%s, %s bytes) at sequence %d on every node\n", s.db, file, kind, strconv.FormatInt(st.Size(), 10), reply.Seq)
 	return nil

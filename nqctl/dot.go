@@ -58,8 +58,15 @@ func init() {
 
 // dotMore is the longer help of some dot-commands (.help COMMAND).
 var dotMore = map[string]string{
-	".backup":  "Needs nqlite's snapshots; until nqctl supports them it fails (exit code 1 in scripts).",
-	".restore": "Needs nqlite's snapshots; until nqctl supports them it fails (exit code 1 in scripts).",
+	".backup": `A node takes a fresh snapshot (after this shell's last write) into the
+JetStream Object Store and nqctl downloads it, digest checked: a consistent
+SQLite file. Needs nodes with snapshots enabled.`,
+	".restore": `FILE is a SQLite database in any journal mode (a non-empty FILE-wal is
+uploaded with it and merged by the node), or SQL text such as a .dump.
+Every node switches to it at the same stream sequence; user_version and
+application_id are kept. A file the nodes cannot use (not SQLite, corrupt,
+encrypted, a -wal or -journal file, a dump with a failing statement) is
+refused with the reason, and nothing changes.`,
 	".bail":    "A failed request always stops a script; with .bail on a failed statement does too\n(statements are then sent one request each).",
 	".changes": "Default on, except in the csv, json, list and raw modes.",
 	".dump": `Like sqlite3's .dump: BEGIN TRANSACTION, each table's CREATE and INSERTs, the

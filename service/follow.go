@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/nqlite/nqlite/apply"
@@ -15,6 +16,7 @@ import (
 // get 503 "restoring" meanwhile). It returns when the node stops (nil) or
 // when following cannot go on.
 func (n *Node) follow(d *database) error {
+	failures := 0
 	for {
 		err := d.str.Follow(n.ctx, d.db.Applied()+1, stream.FollowOptions{}, n.applyFunc(d))
 		if !stream.IsGap(err) || n.snaps == nil || n.ctx.Err() != nil {
@@ -26,13 +28,23 @@ func (n *Node) follow(d *database) error {
 		d.setState(serving)
 		if rerr == nil {
 			d.restores.Add(1)
+			failures = 0
 			continue
 		}
-		n.log.Error("restore from snapshot failed, retrying", "db", d.name, "err", rerr)
+		// A restore can fail for a while (JetStream unreachable, a newer
+		// snapshot replacing the object): a person is needed only when it
+		// keeps failing.
+		failures++
+		delay := min(time.Second<<min(failures-1, 5), 30*time.Second)
+		level := slog.LevelWarn
+		if failures >= restoreFailuresLogged {
+			level = slog.LevelError
+		}
+		n.log.Log(n.ctx, level, "restore from snapshot failed, retrying", "db", d.name, "attempt", failures, "retry_in", delay, "err", rerr)
 		select {
 		case <-n.ctx.Done():
 			return nil
-		case <-time.After(time.Second):
+		case <-time.After(delay):
 		}
 	}
 }

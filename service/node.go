@@ -222,7 +222,7 @@ func (n *Node) openDatabase(ctx context.Context, name string) (*database, error)
 	}
 	opts := apply.Options{Node: n.cfg.NodeID, Readers: n.cfg.Readers, Logger: n.log.With("db", name)}
 	if n.snaps != nil {
-		opts.Loader = n.loader
+		opts.Loader = n.loader(d)
 	}
 	d.db, err = apply.Open(path, opts)
 	if err != nil {

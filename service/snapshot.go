@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -107,6 +108,14 @@ func (n *Node) prepareLocal(ctx context.Context, d *database, path string, first
 	return nil
 }
 
+// restoreFailuresLogged and snapshotFailuresLogged are how many failures in
+// a row make a restore or a snapshot an ERROR (a person should look);
+// fewer are WARN, as they usually clear by themselves.
+const (
+	restoreFailuresLogged  = 5
+	snapshotFailuresLogged = 3
+)
+
 // snapshotLoop takes a snapshot of d whenever this node has applied
 // Threshold entries beyond the latest stored one, checked every Interval.
 func (n *Node) snapshotLoop(d *database) {
@@ -114,6 +123,7 @@ func (n *Node) snapshotLoop(d *database) {
 	cfg := n.cfg.Snapshot
 	t := time.NewTicker(cfg.Interval)
 	defer t.Stop()
+	failures := 0
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -123,8 +133,21 @@ func (n *Node) snapshotLoop(d *database) {
 		if d.db.Applied() < d.lastSnap.Load()+cfg.Threshold {
 			continue
 		}
-		if _, _, err := n.takeSnapshot(n.ctx, d); err != nil && !errors.Is(err, snapshot.ErrBusy) && n.ctx.Err() == nil {
-			n.log.Error("snapshot failed", "db", d.name, "err", err)
+		_, _, err := n.takeSnapshot(n.ctx, d)
+		switch {
+		case err == nil:
+			failures = 0
+		case errors.Is(err, snapshot.ErrBusy):
+			// Another node won the race for the claim: it uploads.
+			n.log.Debug("snapshot taken by another node", "db", d.name)
+		case n.ctx.Err() != nil:
+		default:
+			failures++
+			level := slog.LevelWarn
+			if failures >= snapshotFailuresLogged {
+				level = slog.LevelError
+			}
+			n.log.Log(n.ctx, level, "snapshot failed, trying again at the next check", "db", d.name, "failures_in_a_row", failures, "err", err)
 		}
 	}
 }

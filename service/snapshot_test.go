@@ -3,6 +3,7 @@ package service_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"zombiezen.com/go/sqlite"
 	"zombiezen.com/go/sqlite/sqlitex"
 
+	"github.com/nqlite/nqlite/apply"
 	"github.com/nqlite/nqlite/service"
 	"github.com/nqlite/nqlite/service/client"
 	"github.com/nqlite/nqlite/service/servicetest"
@@ -411,4 +413,156 @@ func twoSnapNodes(tb testing.TB) (*server.Server, *nats.Conn, *servicetest.Node,
 	n1 := servicetest.StartNode(tb, ns.ClientURL(), snapCfg("n1"))
 	n2 := servicetest.StartNode(tb, ns.ClientURL(), snapCfg("n2"))
 	return ns, nc, n1, n2, client.New(nc)
+}
+
+// sqliteFile returns a SQLite file made by running script.
+func sqliteFile(tb testing.TB, script string) []byte {
+	tb.Helper()
+	path := filepath.Join(tb.TempDir(), "src.db")
+	c, err := sqlite.OpenConn(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := sqlitex.ExecuteScript(c, script, nil); err != nil {
+		tb.Fatal(err)
+	}
+	c.Close()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return data
+}
+
+// loadObject uploads data as load object name and loads it, returning the
+// load entry's sequence.
+func loadObject(tb testing.TB, nc *nats.Conn, name string, data []byte) uint64 {
+	tb.Helper()
+	digest := upload(tb, nc, name, data)
+	code, body := requestErr(tb, nc, service.LoadSubject("main"), []byte(fmt.Sprintf(`{"bucket": %q, "object": %q, "digest": %q}`, snapshot.Bucket, name, digest)))
+	if code != 0 {
+		tb.Fatalf("load %s: %d %s", name, code, body)
+	}
+	var reply service.LoadReply
+	if err := json.Unmarshal([]byte(body), &reply); err != nil {
+		tb.Fatal(err)
+	}
+	return reply.Seq
+}
+
+// objectInfo returns the info of object name in the snapshot bucket, nil
+// when there is none.
+func objectInfo(tb testing.TB, nc *nats.Conn, name string) *jetstream.ObjectInfo {
+	tb.Helper()
+	js, _ := jetstream.New(nc)
+	obj, err := js.ObjectStore(context.Background(), snapshot.Bucket)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	info, err := obj.GetInfo(context.Background(), name)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return info
+}
+
+// TestLoad_ObjectsDeletedOnceCovered: a load object records its entry's
+// sequence, is loaded once, and is deleted by the first snapshot that
+// covers that sequence; one whose entry is later than the snapshot stays.
+// A node that had not applied a load entry when its object went takes the
+// snapshot instead and ends up like the others.
+func TestLoad_ObjectsDeletedOnceCovered(t *testing.T) {
+	ns := servicetest.StartServer(t)
+	nc := servicetest.Connect(t, ns.ClientURL())
+	cfg := func(id string) service.Config {
+		c := snapCfg(id)
+		c.Snapshot.Interval = time.Hour // only on demand here
+		c.Snapshot.Retain = 1000        // no purge: entries stay in the stream
+		return c
+	}
+	n1 := servicetest.StartNode(t, ns.ClientURL(), cfg("n1"))
+	n2 := servicetest.StartNode(t, ns.ClientURL(), cfg("n2"))
+	c := client.New(nc)
+	ok(t, do(t, c, "CREATE TABLE t(x)"))
+
+	seqA := loadObject(t, nc, "load/main/a", sqliteFile(t, "CREATE TABLE a(x); INSERT INTO a VALUES(1);"))
+	if got, _ := snapshot.LoadSeq(objectInfo(t, nc, "load/main/a")); got != seqA {
+		t.Fatalf("load/main/a records entry %d, want %d", got, seqA)
+	}
+	servicetest.WaitFor(t, 10*time.Second, "n2 to apply load A", func() bool { return n2.DB("main").Applied() >= seqA })
+	n2.Stop(t)
+	// A copy of n2's database as of load A: a node that will not have
+	// applied load B when its object is deleted.
+	lagging := t.TempDir()
+	data, err := os.ReadFile(filepath.Join(n2.DataDir, "main.sqlite"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(lagging, "main.sqlite"), data, 0o644)
+
+	seqB := loadObject(t, nc, "load/main/b", sqliteFile(t, "CREATE TABLE b(x); INSERT INTO b VALUES(2);"))
+	ok(t, do(t, c, "INSERT INTO b VALUES(3)"))
+	// Loaded once.
+	code, msg := requestErr(t, nc, service.LoadSubject("main"), []byte(fmt.Sprintf(`{"bucket": %q, "object": "load/main/b", "digest": %q}`, snapshot.Bucket, objectInfo(t, nc, "load/main/b").Digest)))
+	if code != 400 || !strings.Contains(msg, fmt.Sprintf("was loaded already, by entry %d", seqB)) {
+		t.Fatalf("loading load/main/b again: %d %s", code, msg)
+	}
+
+	// n2's database, at load A, snapshots: it covers A, not B.
+	js, _ := jetstream.New(nc)
+	st, err := snapshot.Open(context.Background(), js, snapshot.Options{Node: "n2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := apply.Open(filepath.Join(n2.DataDir, "main.sqlite"), apply.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, taken, err := st.Take(context.Background(), "main", db, t.TempDir())
+	db.Close()
+	if err != nil || !taken || m.Seq != seqA {
+		t.Fatalf("snapshot of n2: %+v taken %v err %v, want one at %d", m, taken, err, seqA)
+	}
+	if objectInfo(t, nc, "load/main/a") != nil {
+		t.Error("load/main/a is still stored: the snapshot covers its entry")
+	}
+	if objectInfo(t, nc, "load/main/b") == nil {
+		t.Fatal("load/main/b was deleted, but its entry is after the snapshot")
+	}
+	// n2 comes back and applies load B from its object.
+	n2 = servicetest.StartNode(t, ns.ClientURL(), n2.Config)
+
+	// A snapshot after load B deletes B's object.
+	last := streamInfo(t, nc).State.LastSeq
+	if code, msg := requestErr(t, nc, service.SnapshotSubject("main"), []byte(fmt.Sprintf(`{"after_seq": %d}`, last))); code != 0 {
+		t.Fatalf("snapshot: %d %s", code, msg)
+	}
+	if objectInfo(t, nc, "load/main/b") != nil {
+		t.Fatal("load/main/b is still stored: the snapshot covers its entry")
+	}
+	// The lagging node meets load B with its object gone: it takes the
+	// snapshot in its place.
+	n3 := servicetest.StartNode(t, ns.ClientURL(), service.Config{NodeID: "n3", DataDir: lagging, Snapshot: cfg("n3").Snapshot})
+	if got := readCount(t, n3, "SELECT count(*) FROM b"); got != 2 {
+		t.Fatalf("n3: %d rows in b, want 2", got)
+	}
+	ok(t, do(t, c, "INSERT INTO b VALUES(4)"))
+	sameData(t, nc, n1, n2, n3)
+}
+
+// readCount runs a count query on this node's own database.
+func readCount(tb testing.TB, n *servicetest.Node, sql string) int64 {
+	tb.Helper()
+	p, err := n.DB("main").Prepare(context.Background(), stmts(sql))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	res, _, err := p.Run(context.Background(), 0)
+	if err != nil || res[0].Error != "" {
+		tb.Fatalf("%s: %v %+v", sql, err, res)
+	}
+	return res[0].Values[0][0].(int64)
 }

@@ -14,7 +14,13 @@
 // claim of a node that died while uploading: JetStream's clock, not
 // nqlite's. Under the claim, the uploader reads the stored snapshot's
 // sequence and uploads only a newer one, so an older snapshot never
-// replaces a newer one. See DESIGN.md.
+// replaces a newer one.
+//
+// Load objects (load/<db>/<id>, uploaded by nqctl restore) are loaded once
+// and carry the sequence of the load entry naming them (MetaLoadSeq);
+// after an upload, Take deletes those the new snapshot covers, and
+// FetchLoad gives a node that meets such an entry later the snapshot in
+// their place. See DESIGN.md.
 package snapshot
 
 import (
@@ -26,6 +32,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -46,11 +53,19 @@ const (
 	MetaNode  = "nqlite-node"
 	MetaTime  = "nqlite-time"
 	MetaPages = "nqlite-pages"
+	// MetaLoadSeq, on a load object (see LoadPrefix), is the stream
+	// sequence of the load entry that names it, recorded by the node that
+	// published the entry.
+	MetaLoadSeq = "nqlite-load-seq"
 )
 
 // ErrBusy is returned by Take when another node is uploading a snapshot of
-// the same database.
+// the same database: the normal outcome of a race for the claim.
 var ErrBusy = errors.New("another node is uploading a snapshot of this database")
+
+// ErrLoadBusy is returned by ClaimLoad when another load of the same
+// database is in progress.
+var ErrLoadBusy = errors.New("another load of this database is in progress")
 
 // ErrNoSnapshot is returned when the store holds no snapshot of a database.
 var ErrNoSnapshot = errors.New("no snapshot stored")
@@ -151,21 +166,18 @@ func (s *Store) Latest(ctx context.Context, db string) (*Meta, error) {
 // stored snapshot already holds d's applied sequence. It returns the
 // stored snapshot's Meta and whether this call uploaded it; ErrBusy when
 // another node holds the claim.
+//
+// After an upload it deletes the load objects the new snapshot covers
+// (DeleteLoads).
 func (s *Store) Take(ctx context.Context, db string, d *apply.DB, dir string) (*Meta, bool, error) {
-	if _, err := s.claims.Create(ctx, db, []byte(s.node)); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			return nil, false, ErrBusy
-		}
+	release, err := s.claim(ctx, db)
+	if errors.Is(err, errClaimed) {
+		return nil, false, ErrBusy
+	}
+	if err != nil {
 		return nil, false, fmt.Errorf("claim snapshot of %s: %w", db, err)
 	}
-	defer func() {
-		// A fresh context: the claim must go even when ctx is done.
-		dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.claims.Delete(dctx, db); err != nil {
-			s.log.Warn("release snapshot claim (it expires by the bucket's TTL)", "db", db, "err", err)
-		}
-	}()
+	defer release()
 	latest, err := s.Latest(ctx, db)
 	if err != nil && !errors.Is(err, ErrNoSnapshot) {
 		return nil, false, err
@@ -211,7 +223,122 @@ func (s *Store) Take(ctx context.Context, db string, d *apply.DB, dir string) (*
 		return nil, false, err
 	}
 	s.log.Info("snapshot stored", "db", db, "seq", m.Seq, "bytes", m.Size, "pages", m.Pages)
+	if n, err := s.DeleteLoads(ctx, db, m.Seq); err != nil {
+		s.log.Warn("delete load objects the snapshot covers (tried again after the next snapshot)", "db", db, "seq", m.Seq, "deleted", n, "err", err)
+	} else if n > 0 {
+		s.log.Info("load objects deleted: the stored snapshot covers their load entries", "db", db, "snapshot_seq", m.Seq, "deleted", n)
+	}
 	return m, true, nil
+}
+
+var errClaimed = errors.New("claimed by another node")
+
+// claim creates key in the claims bucket (JetStream compare-and-set) and
+// returns the function that deletes it. It returns errClaimed when the
+// key exists or another node created it first: KeyValue.Create reports a
+// race lost on a deleted key as JetStream's "wrong last sequence" error
+// (code 10071, or 10164 on replicated streams) rather than ErrKeyExists.
+func (s *Store) claim(ctx context.Context, key string) (func(), error) {
+	if _, err := s.claims.Create(ctx, key, []byte(s.node)); err != nil {
+		var apiErr *jetstream.APIError
+		if errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) &&
+			(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)) {
+			return nil, errClaimed
+		}
+		return nil, err
+	}
+	return func() {
+		// A fresh context: the claim must go even when ctx is done.
+		dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.claims.Delete(dctx, key); err != nil {
+			s.log.Warn("release claim (it expires by the bucket's TTL)", "key", key, "err", err)
+		}
+	}, nil
+}
+
+// ClaimLoad makes this node the only one serving a load request for db,
+// from checking the object to recording its entry's sequence (key
+// load.<db> of the claims bucket, freed by its TTL if the node dies). It
+// returns the function that releases the claim, or ErrLoadBusy.
+func (s *Store) ClaimLoad(ctx context.Context, db string) (func(), error) {
+	release, err := s.claim(ctx, "load."+db)
+	if errors.Is(err, errClaimed) {
+		return nil, ErrLoadBusy
+	}
+	if err != nil {
+		return nil, fmt.Errorf("claim load of %s: %w", db, err)
+	}
+	return release, nil
+}
+
+// LoadPrefix is the name prefix of db's load objects in Bucket,
+// "load/<db>/": nqctl restore uploads there, a load request may name no
+// other object under "load/", each is loaded once (its MetaLoadSeq is
+// recorded), and DeleteLoads deletes them once a snapshot covers their
+// entry.
+func LoadPrefix(db string) string { return "load/" + db + "/" }
+
+// LoadSeq returns the load entry sequence recorded on a load object.
+func LoadSeq(info *jetstream.ObjectInfo) (uint64, bool) {
+	v, ok := info.Metadata[MetaLoadSeq]
+	if !ok {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(v, 10, 64)
+	return seq, err == nil
+}
+
+// MarkLoad records seq, the sequence of the load entry naming it, on the
+// load object name of Bucket (metadata MetaLoadSeq; the rest of its
+// metadata is kept).
+func (s *Store) MarkLoad(ctx context.Context, name string, seq uint64) error {
+	info, err := s.obj.GetInfo(ctx, name)
+	if err != nil {
+		return fmt.Errorf("record load entry %d on %s: %w", seq, name, err)
+	}
+	meta := info.ObjectMeta
+	md := make(map[string]string, len(meta.Metadata)+1)
+	for k, v := range meta.Metadata {
+		md[k] = v
+	}
+	md[MetaLoadSeq] = strconv.FormatUint(seq, 10)
+	meta.Metadata = md
+	if err := s.obj.UpdateMeta(ctx, name, meta); err != nil {
+		return fmt.Errorf("record load entry %d on %s: %w", seq, name, err)
+	}
+	return nil
+}
+
+// DeleteLoads deletes db's load objects (LoadPrefix) whose recorded load
+// entry sequence is at most seq, the sequence of a stored snapshot: no
+// node needs them any more, as a node that has not applied such an entry
+// yet takes the snapshot instead (FetchLoad). Objects with no recorded
+// sequence (uploaded but never named by an entry, or the publishing node
+// died before recording it) are left alone. It returns how many it
+// deleted.
+func (s *Store) DeleteLoads(ctx context.Context, db string, seq uint64) (int, error) {
+	objs, err := s.obj.List(ctx)
+	if errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("list %s: %w", Bucket, err)
+	}
+	n := 0
+	for _, info := range objs {
+		if !strings.HasPrefix(info.Name, LoadPrefix(db)) {
+			continue
+		}
+		if ls, ok := LoadSeq(info); !ok || ls > seq {
+			continue
+		}
+		if err := s.obj.Delete(ctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+			return n, fmt.Errorf("delete %s: %w", info.Name, err)
+		}
+		n++
+	}
+	return n, nil
 }
 
 // Fetch downloads the stored snapshot of db into a temporary file in dir
@@ -232,7 +359,9 @@ func (s *Store) Fetch(ctx context.Context, db, dir string) (string, *Meta, error
 			return path, m, err
 		}
 		lastErr = err
-		s.log.Warn("snapshot download failed, starting again", "db", db, "attempt", attempt+1, "err", err)
+		// Usually the race it exists for (a newer snapshot replaced the
+		// object mid-read); the caller reports a download that keeps failing.
+		s.log.Info("snapshot download failed, starting again", "db", db, "attempt", attempt+1, "err", err)
 	}
 	return "", nil, lastErr
 }
@@ -314,11 +443,37 @@ func (s *Store) Restore(ctx context.Context, db string, d *apply.DB) (*Meta, err
 	return m, nil
 }
 
+// FetchLoad is the apply.Loader of database db: it fetches the object of
+// the load entry at seq (FetchObject). When that object is refused (gone,
+// another digest) but the stored snapshot holds seq, it fetches that
+// snapshot instead and reports snap: load objects are deleted once a
+// snapshot covers their entry (DeleteLoads), and the snapshot holds the
+// load's outcome, whatever it was, so every node ends up the same.
+func (s *Store) FetchLoad(ctx context.Context, js jetstream.JetStream, db string, seq uint64, l *apply.Load, dir string) (path string, snap bool, err error) {
+	path, err = FetchObject(ctx, js, l, dir)
+	if err == nil || !errors.Is(err, apply.ErrLoadInvalid) {
+		return path, false, err
+	}
+	latest, lerr := s.Latest(ctx, db)
+	if errors.Is(lerr, ErrNoSnapshot) || (lerr == nil && latest.Seq < seq) {
+		return "", false, err // refused the same way by every node
+	}
+	if lerr != nil {
+		return "", false, lerr // cannot tell yet: try again
+	}
+	path, _, err = s.Fetch(ctx, db, dir)
+	if err != nil {
+		return "", false, err
+	}
+	return path, true, nil
+}
+
 // FetchObject downloads object of bucket into a new file in dir, for a
 // load entry: the object must exist and have the given digest
 // ("SHA-256=..."); otherwise the error wraps apply.ErrLoadInvalid, which
 // every node sees the same. Other errors (JetStream unreachable) are
-// transient.
+// transient. The download has a deadline of its own (fetchBudget), as an
+// object deleted mid-read leaves the read waiting.
 func FetchObject(ctx context.Context, js jetstream.JetStream, l *apply.Load, dir string) (string, error) {
 	obj, err := js.ObjectStore(ctx, l.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -327,6 +482,15 @@ func FetchObject(ctx context.Context, js jetstream.JetStream, l *apply.Load, dir
 	if err != nil {
 		return "", err
 	}
+	stored, err := obj.GetInfo(ctx, l.Object)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return "", fmt.Errorf("%w: no object %s in bucket %s", apply.ErrLoadInvalid, l.Object, l.Bucket)
+	}
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, fetchBudget(stored.Size))
+	defer cancel()
 	res, err := obj.Get(ctx, l.Object)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return "", fmt.Errorf("%w: no object %s in bucket %s", apply.ErrLoadInvalid, l.Object, l.Bucket)

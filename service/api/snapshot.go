@@ -26,11 +26,19 @@ type SnapshotReply struct {
 // LoadRequest is the body of a nqlite.load.<db> request: the object (a
 // SQLite file, or SQL text with SQL true) already uploaded to Bucket, and
 // its digest as the Object Store reports it ("SHA-256=...").
+//
+// WALObject and WALDigest name the database's write-ahead log (FILE-wal of
+// a SQLite file in WAL mode whose committed transactions are not all
+// checkpointed into FILE), uploaded to Bucket too: the node that receives
+// the request merges the two with SQLite into one new object, which the
+// load entry names, and deletes both.
 type LoadRequest struct {
 	Bucket    string `json:"bucket"`
 	Object    string `json:"object"`
 	Digest    string `json:"digest"`
 	SQL       bool   `json:"sql"`
+	WALObject string `json:"wal_object,omitempty"`
+	WALDigest string `json:"wal_digest,omitempty"`
 	TimeoutMS int    `json:"timeout_ms,omitempty"`
 }
 
