@@ -1,12 +1,10 @@
 package service
 
 import (
-	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
 
 	"github.com/nqlite/nqlite/service/api"
 )
@@ -17,66 +15,35 @@ import (
 // their own.
 const workers = 32
 
+// register serves the endpoints of every database: nqlite.query.<db> and
+// nqlite.read.<db> and, with snapshots, nqlite.snapshot.<db> and
+// nqlite.load.<db>, all in queue group QueueGroup, and the service
+// protocol (micro.go).
 func (n *Node) register() error {
-	svc, err := micro.AddService(n.nc, micro.Config{
-		Name:        ServiceName,
-		Version:     Version,
-		Description: "replicated SQLite over NATS JetStream",
-		Metadata:    map[string]string{"node": n.cfg.NodeID},
-		QueueGroup:  QueueGroup,
-		StatsHandler: func(e *micro.Endpoint) any {
-			if d := n.subj[e.Subject]; d != nil {
-				return n.stats(d)
-			}
-			return nil
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("micro: %w", err)
-	}
-	n.svc = svc
+	var eps []*endpoint
 	for _, d := range n.dbs {
-		for _, ep := range []struct {
-			name, subject string
-			readOnly      bool
-		}{{"query_" + d.name, QuerySubject(d.name), false}, {"read_" + d.name, ReadSubject(d.name), true}} {
-			err := svc.AddEndpoint(ep.name, n.handler(d, ep.readOnly),
-				micro.WithEndpointSubject(ep.subject),
-				micro.WithEndpointQueueGroup(QueueGroup),
-				micro.WithEndpointMetadata(map[string]string{"db": d.name, "read_only": strconv.FormatBool(ep.readOnly)}))
-			if err != nil {
-				return fmt.Errorf("micro endpoint %s: %w", ep.subject, err)
-			}
-		}
+		d := d
+		eps = append(eps,
+			&endpoint{name: "query_" + d.name, subject: QuerySubject(d.name), db: d,
+				metadata: map[string]string{"db": d.name, "read_only": "false"},
+				handle:   func(r *request) { n.serve(d, r, false) }},
+			&endpoint{name: "read_" + d.name, subject: ReadSubject(d.name), db: d,
+				metadata: map[string]string{"db": d.name, "read_only": "true"},
+				handle:   func(r *request) { n.serve(d, r, true) }})
 		if n.snaps != nil {
-			for _, ep := range []struct {
-				name, subject string
-				h             micro.Handler
-			}{{"snapshot_" + d.name, SnapshotSubject(d.name), n.snapshotHandler(d)}, {"load_" + d.name, LoadSubject(d.name), n.loadHandler(d)}} {
-				err := svc.AddEndpoint(ep.name, ep.h,
-					micro.WithEndpointSubject(ep.subject),
-					micro.WithEndpointQueueGroup(QueueGroup),
-					micro.WithEndpointMetadata(map[string]string{"db": d.name}))
-				if err != nil {
-					return fmt.Errorf("micro endpoint %s: %w", ep.subject, err)
-				}
-			}
+			eps = append(eps,
+				&endpoint{name: "snapshot_" + d.name, subject: SnapshotSubject(d.name), db: d,
+					metadata: map[string]string{"db": d.name}, handle: n.snapshotHandler(d)},
+				&endpoint{name: "load_" + d.name, subject: LoadSubject(d.name), db: d,
+					metadata: map[string]string{"db": d.name}, handle: n.loadHandler(d)})
 		}
 	}
-	return nil
-}
-
-// handler returns the micro handler of an endpoint: it hands the request
-// to a worker (micro calls a handler one request at a time per endpoint).
-func (n *Node) handler(d *database, readOnly bool) micro.Handler {
-	return micro.HandlerFunc(func(r micro.Request) {
-		n.dispatch(r, func() { n.serve(d, r, readOnly) })
-	})
+	return n.serveEndpoints(eps)
 }
 
 // dispatch runs job for request r on a worker, counted as in flight, or
 // forwards r to another node when this one is stopping.
-func (n *Node) dispatch(r micro.Request, job func()) {
+func (n *Node) dispatch(r *request, job func()) {
 	n.mu.RLock()
 	if n.stopping {
 		n.mu.RUnlock()
@@ -100,14 +67,14 @@ func (n *Node) dispatch(r micro.Request, job func()) {
 // stop to the same subject, with the same reply subject, so another node of
 // the queue group answers it (this node no longer subscribes). With no
 // other node, the requester times out as it would with no node at all.
-func (n *Node) forward(r micro.Request) {
-	msg := &nats.Msg{Subject: r.Subject(), Reply: r.Reply(), Data: r.Data(), Header: nats.Header(r.Headers())}
+func (n *Node) forward(r *request) {
+	msg := &nats.Msg{Subject: r.msg.Subject, Reply: r.msg.Reply, Data: r.msg.Data, Header: r.msg.Header}
 	if err := n.nc.PublishMsg(msg); err != nil {
 		n.log.Warn("forward request while stopping", "subject", r.Subject(), "err", err)
 	}
 }
 
-func (n *Node) serve(d *database, r micro.Request, readOnly bool) {
+func (n *Node) serve(d *database, r *request, readOnly bool) {
 	start := time.Now()
 	resp, err := n.handle(d, r.Data(), start, readOnly)
 	var body []byte

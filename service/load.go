@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nuid"
 
 	"github.com/nqlite/nqlite/apply"
@@ -39,9 +38,9 @@ func (n *Node) loader(d *database) apply.Loader {
 
 // loadHandler serves nqlite.load.<db>: it checks the object, publishes one
 // load entry, and answers once this node has applied it.
-func (n *Node) loadHandler(d *database) micro.Handler {
-	return micro.HandlerFunc(func(r micro.Request) {
-		n.dispatch(r, func() {
+func (n *Node) loadHandler(d *database) func(*request) {
+	return func(r *request) {
+		func() {
 			reply, err := n.load(d, r.Data())
 			if err != nil {
 				code := api.ErrorCode(err)
@@ -50,8 +49,8 @@ func (n *Node) loadHandler(d *database) micro.Handler {
 			}
 			b, _ := json.Marshal(reply)
 			r.Respond(b)
-		})
-	})
+		}()
+	}
 }
 
 // load serves one load request, under the database's load claim (one

@@ -13,7 +13,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
 
 	"github.com/nqlite/nqlite/apply"
 	"github.com/nqlite/nqlite/service/api"
@@ -50,7 +49,7 @@ type Node struct {
 	cfg   Config
 	nc    *nats.Conn
 	js    jetstream.JetStream
-	svc   micro.Service
+	proto *protocol // the endpoints and the service protocol (micro.go)
 	log   *slog.Logger
 	dbs   map[string]*database
 	subj  map[string]*database // endpoint subject -> database
@@ -94,6 +93,9 @@ type database struct {
 	state    atomic.Int32  // a state
 	lastSnap atomic.Uint64 // sequence of the latest stored snapshot known here
 	restores atomic.Uint64 // restores from a snapshot while running
+
+	refreshing atomic.Bool  // a background stream-state refresh runs
+	streamErr  atomic.Value // string: the last refresh's error, "" if none
 }
 
 func (d *database) getState() state  { return state(d.state.Load()) }
@@ -262,8 +264,8 @@ func (n *Node) ID() string { return n.cfg.NodeID }
 func (n *Node) Stop() error {
 	var errs []error
 	n.stopOnce.Do(func() {
-		if n.svc != nil {
-			errs = append(errs, n.svc.Stop())
+		if n.proto != nil {
+			errs = append(errs, n.stopEndpoints())
 			// Once the server has our unsubscribe, it routes no more requests
 			// here; requests it already sent are forwarded to other nodes.
 			n.nc.Flush()

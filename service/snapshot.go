@@ -11,8 +11,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go/micro"
-
 	"github.com/nqlite/nqlite/apply"
 	"github.com/nqlite/nqlite/service/api"
 	"github.com/nqlite/nqlite/snapshot"
@@ -193,9 +191,9 @@ type SnapshotReply = api.SnapshotReply
 // snapshotHandler serves nqlite.snapshot.<db>: take a snapshot now. The
 // request may be empty or {"after_seq": N, "timeout_ms": M}: the node first
 // applies sequence N, so the snapshot holds it.
-func (n *Node) snapshotHandler(d *database) micro.Handler {
-	return micro.HandlerFunc(func(r micro.Request) {
-		n.dispatch(r, func() {
+func (n *Node) snapshotHandler(d *database) func(*request) {
+	return func(r *request) {
+		func() {
 			var req struct {
 				AfterSeq  uint64 `json:"after_seq"`
 				TimeoutMS int    `json:"timeout_ms"`
@@ -230,6 +228,6 @@ func (n *Node) snapshotHandler(d *database) micro.Handler {
 			b, _ := json.Marshal(SnapshotReply{DB: meta.DB, Object: meta.Object, Bucket: meta.Bucket, Seq: meta.Seq,
 				Node: meta.Node, Time: meta.Time, Pages: meta.Pages, Size: meta.Size, Digest: meta.Digest, Taken: taken})
 			r.Respond(b)
-		})
-	})
+		}()
+	}
 }

@@ -197,6 +197,7 @@ func (f *follower) run(ctx context.Context) (restart bool, err error) {
 			return
 		}
 		got.note(md)
+		f.s.noteLast(md.Sequence.Stream + md.NumPending)
 		select {
 		case ch <- Msg{Seq: md.Sequence.Stream, Data: m.Data()}:
 		case <-stop:

@@ -122,6 +122,17 @@ func (s *Stream) note(st jetstream.StreamState) {
 	s.mu.Unlock()
 }
 
+// noteLast records that the stream holds at least last (a delivered
+// message's sequence plus the consumer's pending count).
+func (s *Stream) noteLast(last uint64) {
+	s.mu.Lock()
+	if last >= s.state.LastSeq {
+		s.state.LastSeq = last
+		s.seenAt = time.Now()
+	}
+	s.mu.Unlock()
+}
+
 // Bounds asks JetStream for the stream's first and last sequence now (one
 // stream info round trip to the stream leader). A strong read needs this
 // fresh answer: the last sequence of a cached answer may miss a write
