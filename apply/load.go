@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"time"
 
@@ -53,6 +54,7 @@ func (db *DB) applyLoad(seq uint64, e *Entry) error {
 		return fmt.Errorf("apply load entry %d: %w", seq, err)
 	}
 	db.log.Info("database loaded", "seq", seq, "object", e.Load.Object)
+	db.noteSQLite(seq, e)
 	db.deliver(e.Token, Outcome{Seq: seq, Results: []api.Result{{Write: true}}})
 	return nil
 }
@@ -76,6 +78,10 @@ func (db *DB) prepareLoad(seq uint64, e *Entry, path string) (string, error) {
 		for _, q := range api.Split(string(script)) {
 			le.Statements = append(le.Statements, api.Statement{SQL: q})
 		}
+		// The dump runs as one entry whose budget is the load entry's for
+		// each of its statements (a dump is many small statements).
+		n, bu := uint64(len(le.Statements)), e.Budget.orBase()
+		le.Budget = Budget{Steps: satMul(bu.Steps, n, MaxSteps), Bytes: satMul(bu.Bytes, n, math.MaxUint64)}
 		if len(le.Statements) > 0 {
 			err = tmp.ApplyBatch([]Msg{{Seq: seq, Data: le.Encode()}})
 		} else {

@@ -1,0 +1,46 @@
+package apply
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// BenchmarkSteps measures how many SQLite VM steps per second the apply
+// connection runs for simple loops inside a write, the figure behind
+// DefaultSteps:
+//
+//	go test ./apply/ -run '^$' -bench BenchmarkSteps -benchtime 5x
+//
+// cte is a recursive CTE counting to 1M (17 steps per row), crossjoin a
+// count(*) over a 1000 x 1000 cross join of a table (about 2 steps per
+// row).
+func BenchmarkSteps(b *testing.B) {
+	for _, bc := range []struct{ name, sql string }{
+		{"cte", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 1000000) INSERT INTO t SELECT count(*) FROM c"},
+		{"crossjoin", "INSERT INTO t SELECT count(*) FROM k AS a, k AS b"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			db := openDB(b, filepath.Join(b.TempDir(), "db.sqlite"))
+			setup := entry(1, 1, false, "CREATE TABLE t(x)", "CREATE TABLE k(x)",
+				"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 1000) INSERT INTO k SELECT x FROM c")
+			if err := db.ApplyBatch([]Msg{{Seq: 1, Data: setup}}); err != nil {
+				b.Fatal(err)
+			}
+			var steps uint64
+			db.traceCost = func(_ uint64, spent Budget) { steps += spent.Steps }
+			data := (&Entry{Node: "n1", Token: "t", Budget: Budget{Steps: MaxSteps, Bytes: 1 << 30},
+				Statements: stmts(bc.sql)}).Encode()
+			b.ResetTimer()
+			start := time.Now()
+			for i := 0; i < b.N; i++ {
+				if err := db.ApplyBatch([]Msg{{Seq: uint64(i + 2), Data: data}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			el := time.Since(start)
+			b.ReportMetric(float64(steps)/float64(b.N), "steps/op")
+			b.ReportMetric(float64(steps)/el.Seconds()/1e6, "Msteps/s")
+		})
+	}
+}
