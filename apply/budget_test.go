@@ -429,3 +429,34 @@ func TestDB_ForeignSQLite(t *testing.T) {
 		t.Errorf("logged %d times, want once per version (2):\n%s", n, logs.String())
 	}
 }
+
+// TestBudget_DefaultFitsBulk: the default budget lets ordinary bulk work
+// through: the Chinook script as one entry, and a 100k-row INSERT ...
+// SELECT.
+func TestBudget_DefaultFitsBulk(t *testing.T) {
+	db := openDB(t, filepath.Join(t.TempDir(), "db.sqlite"))
+	spent := costs(db)
+	def := Budget{Steps: DefaultSteps, Bytes: DefaultBytes}
+	res := applyOutcome(t, db, 1, budgetEntry("a", def, false,
+		"CREATE TABLE big(id INTEGER PRIMARY KEY, name TEXT, n INTEGER)",
+		"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 100000) INSERT INTO big(name, n) SELECT 'row ' || x, x * 7 FROM c"))
+	if got := errs(res); !reflect.DeepEqual(got, []string{"", ""}) || res[1].RowsAffected != 100000 {
+		t.Fatalf("100k rows: %q, %d rows", got, res[1].RowsAffected)
+	}
+	t.Logf("100k-row INSERT ... SELECT: %d steps, %d bytes", spent[1].Steps, spent[1].Bytes)
+	path := filepath.Join("..", "..", "shared", "testdata", "chinook", "Chinook_Sqlite.sql")
+	script, err := os.ReadFile(path)
+	if err != nil {
+		t.Skipf("Chinook script not found at %s: the shared test data is not checked out next to the repository", path)
+	}
+	sql := api.Split(string(script))
+	for i, r := range applyOutcome(t, db, 2, budgetEntry("b", def, false, sql...)) {
+		if r.Error != "" {
+			t.Fatalf("Chinook statement %d: %s", i+1, r.Error)
+		}
+	}
+	t.Logf("Chinook as one entry (%d statements): %d steps, %d bytes", len(sql), spent[2].Steps, spent[2].Bytes)
+	if got := read(t, db, "SELECT count(*) FROM Track"); got[0][0] != int64(3503) {
+		t.Fatalf("tracks: %v", got[0][0])
+	}
+}
