@@ -54,6 +54,14 @@ func ReadSubject(db string) string { return "nqlite.read." + db }
 // MaxStatements is the most statements one request may hold.
 const MaxStatements = 10000
 
+// Defaults and limit of the entry budget (Config.MaxEntrySteps,
+// Config.MaxEntryBytes; see apply.Budget).
+const (
+	DefaultMaxEntrySteps = apply.DefaultSteps
+	DefaultMaxEntryBytes = apply.DefaultBytes
+	MaxEntrySteps        = apply.MaxSteps
+)
+
 // EntrySubject returns the subject entries of db are published on:
 // nqlite.entry.<db>. Operators may deny clients publishing to nqlite.entry.>.
 func EntrySubject(db string) string { return "nqlite.entry." + db }
@@ -83,6 +91,14 @@ type Config struct {
 	// Snapshot configures snapshots to the Object Store, restores and
 	// stream purges.
 	Snapshot SnapshotConfig
+	// MaxEntrySteps and MaxEntryBytes are the budget of every entry this
+	// node accepts: SQLite VM steps (1 to MaxEntrySteps, default
+	// DefaultMaxEntrySteps) and bytes written (default
+	// DefaultMaxEntryBytes); 0 is the default.
+	// The budget travels in the entry, so every node applies it with the
+	// accepting node's budget (see apply.Budget).
+	MaxEntrySteps uint64
+	MaxEntryBytes uint64
 }
 
 // Node serves databases over NATS.
@@ -144,6 +160,15 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*Node, error) {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Snapshot.defaults()
+	if cfg.MaxEntrySteps == 0 {
+		cfg.MaxEntrySteps = DefaultMaxEntrySteps
+	}
+	if cfg.MaxEntryBytes == 0 {
+		cfg.MaxEntryBytes = DefaultMaxEntryBytes
+	}
+	if cfg.MaxEntrySteps > MaxEntrySteps {
+		return nil, fmt.Errorf("max entry steps %d: at most %d", cfg.MaxEntrySteps, uint64(MaxEntrySteps))
+	}
 	for _, name := range cfg.Databases {
 		if !api.ValidDBName(name) {
 			return nil, fmt.Errorf("database name %q: use 1-64 of A-Z a-z 0-9 _ -", name)
@@ -594,10 +619,11 @@ func (n *Node) write(ctx context.Context, d *database, req *api.Request) (*api.R
 	return n.submit(ctx, d, e, req)
 }
 
-// newEntry returns an entry accepted by this node now: its token, time and
-// random seed.
+// newEntry returns an entry accepted by this node now: its token, time,
+// random seed, this node's budget and SQLite version.
 func (n *Node) newEntry() *apply.Entry {
-	return &apply.Entry{Node: n.cfg.NodeID, Token: nuid.Next(), Time: time.Now().UnixMilli(), Seed: rand.Int64()}
+	return &apply.Entry{Node: n.cfg.NodeID, Token: nuid.Next(), Time: time.Now().UnixMilli(), Seed: rand.Int64(),
+		Budget: apply.Budget{Steps: n.cfg.MaxEntrySteps, Bytes: n.cfg.MaxEntryBytes}, SQLite: apply.SQLiteVersion()}
 }
 
 // submit publishes entry e to d's stream and, unless req.Queue, waits for
