@@ -39,12 +39,15 @@ type Budget struct {
 // Defaults and limits of a Budget.
 const (
 	// DefaultSteps is the default budget of steps (--max-entry-steps).
-	// Measured on the project's 2-core VM (BenchmarkSteps): a recursive CTE
-	// runs about 35M steps/s, a plain cross join about 150M steps/s, and
-	// inserts through triggers or into B-trees 4-14M steps/s; so 50M steps
-	// is 0.3-1.5 s of a loop and a few seconds of heavy writes, while the
-	// Chinook load as one entry takes 0.43M steps and a 100k-row INSERT ...
-	// SELECT 2.9M.
+	// Measured on the project's 2-core VM with BenchmarkSteps (three runs,
+	// other work on the machine): a recursive CTE runs 26-37M steps/s, a
+	// count over a cross join 60-110M, an insert fanned out by triggers
+	// 13-15M, a 100k-row INSERT ... SELECT into an indexed table 8-9M. So
+	// 50M steps is 0.5-2 s of such loops and about 6 s of the heaviest
+	// writes, while the Chinook script as one entry takes 0.43M steps and
+	// a 100k-row INSERT ... SELECT 2.9M (TestBudget_DefaultFitsBulk). A few
+	// steps cost far more than others (a function building a 16 MiB
+	// string, a sort): the budget bounds work, not time.
 	DefaultSteps = 50_000_000
 	// DefaultBytes is the default budget of bytes written
 	// (--max-entry-bytes): 256 MiB, about 1 s of writing on that VM.

@@ -14,16 +14,23 @@ import (
 //
 // cte is a recursive CTE counting to 1M (17 steps per row), crossjoin a
 // count(*) over a 1000 x 1000 cross join of a table (about 2 steps per
-// row).
+// row), triggers one insert whose two levels of triggers insert 1M rows,
+// insert a 100k-row INSERT ... SELECT into an indexed table.
 func BenchmarkSteps(b *testing.B) {
 	for _, bc := range []struct{ name, sql string }{
 		{"cte", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 1000000) INSERT INTO t SELECT count(*) FROM c"},
 		{"crossjoin", "INSERT INTO t SELECT count(*) FROM k AS a, k AS b"},
+		{"triggers", "INSERT INTO f1 VALUES(1)"},
+		{"insert", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 100000) INSERT INTO u(a, b) SELECT 'row ' || x, x * 7 FROM c"},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			db := openDB(b, filepath.Join(b.TempDir(), "db.sqlite"))
 			setup := entry(1, 1, false, "CREATE TABLE t(x)", "CREATE TABLE k(x)",
-				"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 1000) INSERT INTO k SELECT x FROM c")
+				"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 1000) INSERT INTO k SELECT x FROM c",
+				"CREATE TABLE f1(x)", "CREATE TABLE f2(x)", "CREATE TABLE f3(x)",
+				"CREATE TRIGGER tf1 AFTER INSERT ON f1 BEGIN INSERT INTO f2 SELECT x FROM k; END",
+				"CREATE TRIGGER tf2 AFTER INSERT ON f2 BEGIN INSERT INTO f3 SELECT x FROM k; END",
+				"CREATE TABLE u(id INTEGER PRIMARY KEY, a TEXT, b INT)", "CREATE INDEX u_b ON u(b)")
 			if err := db.ApplyBatch([]Msg{{Seq: 1, Data: setup}}); err != nil {
 				b.Fatal(err)
 			}
