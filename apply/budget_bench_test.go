@@ -51,3 +51,28 @@ func BenchmarkSteps(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkBytes measures how fast the apply connection writes large
+// values (16 rows of a 16 MB zeroblob per entry), the figure behind
+// DefaultBytes:
+//
+//	go test ./apply/ -run '^$' -bench BenchmarkBytes -benchtime 3x
+func BenchmarkBytes(b *testing.B) {
+	db := openDB(b, filepath.Join(b.TempDir(), "db.sqlite"))
+	if err := db.ApplyBatch([]Msg{{Seq: 1, Data: entry(1, 1, false, "CREATE TABLE t(x)")}}); err != nil {
+		b.Fatal(err)
+	}
+	var n uint64
+	db.traceCost = func(_ uint64, spent Budget) { n += spent.Bytes }
+	data := (&Entry{Node: "n1", Token: "t", Budget: Budget{Steps: MaxSteps, Bytes: 1 << 40}, Statements: stmts(
+		"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 16) INSERT INTO t SELECT zeroblob(16000000) FROM c",
+		"DELETE FROM t")}).Encode()
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		if err := db.ApplyBatch([]Msg{{Seq: uint64(i + 2), Data: data}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(n)/time.Since(start).Seconds()/1e6, "MB/s")
+}
