@@ -403,13 +403,16 @@ type Stats struct {
 	SnapshotSeq uint64 `json:"snapshot_seq"`
 	// Restores counts restores from a snapshot while running (self-healing
 	// after a purge), since start.
-	Restores    uint64 `json:"restores"`
-	StreamError string `json:"stream_error,omitempty"`
+	Restores uint64 `json:"restores"`
+	// ForeignSQLite counts entries applied since start that a node on
+	// another SQLite version accepted (apply.DB.ForeignSQLite).
+	ForeignSQLite uint64 `json:"foreign_sqlite"`
+	StreamError   string `json:"stream_error,omitempty"`
 }
 
 func (n *Node) stats(d *database) Stats {
 	s := Stats{DB: d.name, Node: n.cfg.NodeID, Applied: d.db.Applied(), Skipped: d.db.Skipped(), Waiting: d.db.Waiting(),
-		State: "serving", SnapshotSeq: d.lastSnap.Load(), Restores: d.restores.Load()}
+		State: "serving", SnapshotSeq: d.lastSnap.Load(), Restores: d.restores.Load(), ForeignSQLite: d.db.ForeignSQLite()}
 	if d.restoring.Load() || d.db.Restoring() {
 		s.State = "restoring"
 	}
