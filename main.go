@@ -68,6 +68,8 @@ type config struct {
 	leafCreds  string
 	logLevel   string
 	snapshot   service.SnapshotConfig
+	maxSteps   uint64
+	maxBytes   uint64
 }
 
 func main() {
@@ -104,6 +106,8 @@ func run(args []string) error {
 	fs.DurationVar(&c.snapshot.Interval, "snapshot-interval", time.Minute, "how often to check the snapshot threshold")
 	fs.Uint64Var(&c.snapshot.Retain, "snapshot-retain", 0, "entries kept in the stream below a stored snapshot (0: the threshold)")
 	fs.BoolVar(&c.snapshot.Disabled, "no-snapshots", false, "no snapshots, restores or purges (the stream grows forever)")
+	fs.Uint64Var(&c.maxSteps, "max-entry-steps", service.DefaultMaxEntrySteps, fmt.Sprintf("execution budget of each write this node accepts, in SQLite VM steps (1 to %d); every node applies the write with it", uint64(service.MaxEntrySteps)))
+	fs.Uint64Var(&c.maxBytes, "max-entry-bytes", service.DefaultMaxEntryBytes, "budget of bytes each write this node accepts may write (sizes of the rows inserted or updated); every node applies the write with it")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: nqlite [flags]\n\nRuns an nqlite node. Every flag is also read from NQLITE_<FLAG> (e.g. NQLITE_NATS_URL).\n\n")
 		fs.PrintDefaults()
@@ -116,6 +120,12 @@ func run(args []string) error {
 	}
 	if len(c.dbs) == 0 {
 		c.dbs = listFlag{"main"}
+	}
+	if c.maxSteps < 1 || c.maxSteps > service.MaxEntrySteps {
+		return fmt.Errorf("--max-entry-steps %d: give 1 to %d", c.maxSteps, uint64(service.MaxEntrySteps))
+	}
+	if c.maxBytes < 1 {
+		return errors.New("--max-entry-bytes 0: give at least 1")
 	}
 	if len(c.leafURLs) > 0 {
 		if c.natsURL != "" {
@@ -170,6 +180,9 @@ func run(args []string) error {
 		JSDomain:  c.jsDomain,
 		Logger:    log,
 		Snapshot:  c.snapshot,
+
+		MaxEntrySteps: c.maxSteps,
+		MaxEntryBytes: c.maxBytes,
 	})
 	cancel()
 	if err != nil {

@@ -63,7 +63,7 @@ func applyOutcome(tb testing.TB, db *DB, seq uint64, data []byte) []api.Result {
 }
 
 func TestEntry_RoundTrip(t *testing.T) {
-	e := &Entry{Node: "n1", Token: "t", Time: 1700000000123, Seed: -5, Tx: true, Statements: []api.Statement{
+	e := &Entry{Node: "n1", Token: "t", Time: 1700000000123, Seed: -5, Budget: Budget{Steps: 7, Bytes: 1 << 40}, SQLite: "3.49.2", Tx: true, Statements: []api.Statement{
 		{SQL: "INSERT INTO t VALUES(?, ?, ?, ?, ?)", Params: []any{int64(1), 2.0, "x", nil, []byte{0, 1}}},
 		{SQL: "SELECT :a", Named: map[string]any{"a": int64(-9223372036854775808)}},
 	}}
@@ -212,19 +212,30 @@ func TestDB_PrepareStaleSchema(t *testing.T) {
 }
 
 // FuzzDecodeEntry: any message either decodes to an entry that encodes
-// back to the same bytes' meaning, or is refused with ErrInvalidEntry;
-// never a panic.
+// back to the same bytes' meaning, or is refused with ErrInvalidEntry, or
+// (a later format version) with ErrUnknownVersion; never a panic.
 func FuzzDecodeEntry(f *testing.F) {
 	f.Add(entry(1, 2, true, "SELECT 1", "INSERT INTO t VALUES(1)"))
 	f.Add((&Entry{Statements: []api.Statement{{SQL: "x", Params: []any{nil, int64(-1), 1.5, "s", []byte{0}}}, {SQL: "y", Named: map[string]any{"a": int64(1)}}}}).Encode())
+	f.Add((&Entry{Budget: Budget{Steps: 1, Bytes: 2}, SQLite: "3.49.2", Load: &Load{Bucket: "b", Object: "o", Digest: "d", SQL: true}}).Encode())
+	f.Add((&Entry{Node: "n", Statements: []api.Statement{{SQL: "x"}}}).encode(1))
 	f.Add([]byte("nq\x01"))
+	f.Add([]byte("nq\x02"))
+	f.Add([]byte("nq\x03"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		e, err := DecodeEntry(data)
 		if err != nil {
-			if !errors.Is(err, ErrInvalidEntry) {
-				t.Fatalf("error %v does not wrap ErrInvalidEntry", err)
+			unknown, invalid := errors.Is(err, ErrUnknownVersion), errors.Is(err, ErrInvalidEntry)
+			if unknown == invalid {
+				t.Fatalf("error %v: wraps ErrUnknownVersion %v, ErrInvalidEntry %v; want exactly one", err, unknown, invalid)
+			}
+			if unknown != (len(data) >= 3 && data[0] == 'n' && data[1] == 'q' && data[2] > EntryVersion) {
+				t.Fatalf("error %v for a message of version %d", err, data[2])
 			}
 			return
+		}
+		if e.Budget.Steps == 0 || e.Budget.Steps > MaxSteps || e.Budget.Bytes == 0 {
+			t.Fatalf("decoded budget %+v", e.Budget)
 		}
 		again, err := DecodeEntry(e.Encode())
 		if err != nil || !reflect.DeepEqual(again, e) {

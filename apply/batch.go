@@ -18,18 +18,35 @@ type Msg struct {
 // forcedKey names statement stmt of the batch's message msg.
 type forcedKey struct{ msg, stmt int }
 
+// forcedStmt is a statement that undid the batch's transaction: in the
+// replay it is not run but fails with msg, and charges the entry's budget
+// what it took the first time, so the replay counts as the first run did.
+type forcedStmt struct {
+	msg     string
+	cost    Budget // steps and bytes it took before it failed
+	write   bool   // cost counts against the entry's budget (else its reads')
+	exhaust bool   // it went over the budget: the rest of the entry fails
+}
+
 // txLost reports that a statement ended the enclosing SQLite transaction
-// (ON CONFLICT ROLLBACK, RAISE(ROLLBACK), or an I/O error), undoing the
-// whole batch.
+// (ON CONFLICT ROLLBACK, RAISE(ROLLBACK), an I/O error, or an interrupt
+// because it went over the entry's budget), undoing the whole batch; or
+// that a statement went over the budget and must be undone.
 type txLost struct {
 	key forcedKey
-	msg string
+	forcedStmt
 }
 
 // ApplyBatch applies msgs, which must follow the applied sequence in stream
 // order, in one SQLite transaction that also stores the last sequence: the
 // batch commits whole or not at all, so an entry is never applied twice or
 // skipped. Messages that are not valid entries are logged and skipped.
+// An entry in a newer format (ErrUnknownVersion) is not skipped: the
+// entries before it are committed and ApplyBatch returns an
+// *IncompatibleError for it; it and the entries after it stay unapplied.
+//
+// Each entry is applied within its Budget (see Budget): a statement over it
+// fails, on every node alike.
 //
 // Outcomes go to the requests waiting on this node (see Await).
 //
@@ -65,12 +82,29 @@ func (db *DB) ApplyBatch(ctx context.Context, msgs []Msg) error {
 	}
 	entries := make([]*Entry, len(msgs))
 	decodeErrs := make([]error, len(msgs))
+	var incompatible error
 	for i, m := range msgs {
 		entries[i], decodeErrs[i] = DecodeEntry(m.Data)
+		if errors.Is(decodeErrs[i], ErrUnknownVersion) {
+			incompatible = &IncompatibleError{Seq: m.Seq, Version: m.Data[2]}
+			msgs, entries, decodeErrs = msgs[:i], entries[:i], decodeErrs[:i]
+			break
+		}
+	}
+	if err := db.applyDecoded(msgs, entries, decodeErrs); err != nil {
+		return err
+	}
+	return incompatible
+}
+
+// applyDecoded applies decoded messages (nil entries are skipped).
+func (db *DB) applyDecoded(msgs []Msg, entries []*Entry, decodeErrs []error) error {
+	if len(msgs) == 0 {
+		return nil
 	}
 	// A load entry replaces the database: the entries before it commit
 	// first, the ones after it apply to the loaded database.
-	start = 0
+	start := 0
 	for i, e := range entries {
 		if e == nil || e.Load == nil {
 			continue
@@ -100,9 +134,9 @@ func (db *DB) applySegment(msgs []Msg, entries []*Entry, decodeErrs []error) err
 	if len(msgs) == 0 {
 		return nil
 	}
-	forced := map[forcedKey]string{}
+	forced := map[forcedKey]forcedStmt{}
 	for {
-		outcomes, lost, err := db.tryBatch(msgs, entries, forced)
+		outcomes, costs, lost, err := db.tryBatch(msgs, entries, forced)
 		if err != nil {
 			return err
 		}
@@ -110,7 +144,7 @@ func (db *DB) applySegment(msgs []Msg, entries []*Entry, decodeErrs []error) err
 			if _, dup := forced[lost.key]; dup {
 				return fmt.Errorf("apply entry %d: statement %d keeps rolling back the transaction: %s", msgs[lost.key.msg].Seq, lost.key.stmt+1, lost.msg)
 			}
-			forced[lost.key] = lost.msg
+			forced[lost.key] = lost.forcedStmt
 			continue
 		}
 		last := msgs[len(msgs)-1].Seq
@@ -121,6 +155,10 @@ func (db *DB) applySegment(msgs []Msg, entries []*Entry, decodeErrs []error) err
 				db.log.Warn("skipped stream message that is not a valid entry", "seq", msgs[i].Seq, "err", decodeErrs[i])
 				continue
 			}
+			db.noteSQLite(msgs[i].Seq, e)
+			if db.traceCost != nil {
+				db.traceCost(msgs[i].Seq, costs[i])
+			}
 			if outcomes[i] != nil {
 				db.deliver(e.Token, Outcome{Seq: msgs[i].Seq, Results: outcomes[i]})
 			}
@@ -129,25 +167,30 @@ func (db *DB) applySegment(msgs []Msg, entries []*Entry, decodeErrs []error) err
 	}
 }
 
-func (db *DB) tryBatch(msgs []Msg, entries []*Entry, forced map[forcedKey]string) ([][]api.Result, *txLost, error) {
+// tryBatch runs the batch once; it returns each entry's results (for
+// entries with a waiter here) and what each entry spent of its budget.
+func (db *DB) tryBatch(msgs []Msg, entries []*Entry, forced map[forcedKey]forcedStmt) ([][]api.Result, []Budget, *txLost, error) {
 	w := db.w
 	// Stopping interrupts the statement running (an endless one included);
 	// the interrupt is lifted before the rollback.
 	w.c.SetInterrupt(db.actx.Done())
 	defer w.c.SetInterrupt(nil)
 	if err := w.exec("BEGIN IMMEDIATE"); err != nil {
-		return nil, nil, fmt.Errorf("apply entry %d: %w", msgs[0].Seq, err)
+		return nil, nil, nil, fmt.Errorf("apply entry %d: %w", msgs[0].Seq, err)
 	}
 	outcomes := make([][]api.Result, len(msgs))
+	costs := make([]Budget, len(msgs))
 	for i, e := range entries {
 		if e == nil {
 			continue
 		}
-		collect := e.Node == db.node && db.node != "" && db.hasWaiter(e.Token)
-		res, lost, err := db.applyEntry(i, e, collect, forced)
+		r := &entryRun{e: e, mi: i, forced: forced, budget: e.Budget.orBase(),
+			collect: e.Node == db.node && db.node != "" && db.hasWaiter(e.Token)}
+		res, lost, err := db.applyEntry(r)
 		if cerr := db.actx.Err(); cerr != nil {
-			// Interrupted: whatever the statements reported is not their
-			// outcome. Undo the batch; it is applied again later.
+			// Interrupted by the caller: whatever the statements reported
+			// is not their outcome. Undo the batch; it is applied again
+			// later.
 			err, lost = cerr, nil
 		}
 		if err != nil || lost != nil {
@@ -155,26 +198,66 @@ func (db *DB) tryBatch(msgs []Msg, entries []*Entry, forced map[forcedKey]string
 			if err != nil {
 				err = fmt.Errorf("apply entry %d: %w", msgs[i].Seq, err)
 			}
-			return nil, lost, err
+			return nil, nil, lost, err
 		}
-		if collect {
+		costs[i] = r.spent
+		if r.collect {
 			outcomes[i] = res
 		}
 	}
 	last := msgs[len(msgs)-1].Seq
 	if err := db.actx.Err(); err != nil {
 		rollback(w)
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := w.exec("UPDATE _nqlite_meta SET value = ? WHERE key = 'applied_seq'", int64(last)); err != nil {
 		rollback(w)
-		return nil, nil, fmt.Errorf("apply entry %d: store applied sequence: %w", last, err)
+		return nil, nil, nil, fmt.Errorf("apply entry %d: store applied sequence: %w", last, err)
 	}
 	if err := w.exec("COMMIT"); err != nil {
 		rollback(w)
-		return nil, nil, fmt.Errorf("apply entries %d-%d: commit: %w", msgs[0].Seq, last, err)
+		return nil, nil, nil, fmt.Errorf("apply entries %d-%d: commit: %w", msgs[0].Seq, last, err)
 	}
-	return outcomes, nil, nil
+	return outcomes, costs, nil, nil
+}
+
+// entryRun is the state of one entry being applied.
+type entryRun struct {
+	e       *Entry
+	mi      int // the entry's index in the batch
+	collect bool
+	forced  map[forcedKey]forcedStmt
+	budget  Budget // the entry's, both fields set
+	// spent is what the entry's statements took of its budget so far; read
+	// what reads took of theirs (only on the node that runs them).
+	spent Budget
+	read  uint64
+	// exhausted is the budget error once the entry went over its budget:
+	// every later statement fails with it.
+	exhausted string
+	stack     []string // open user savepoints; "nqlite_user" for BEGIN
+	// readFailed: the last statement is a read that failed while running.
+	// Reads run only on the node that answers the request, so such a
+	// failure must not decide anything the other nodes do.
+	readFailed bool
+}
+
+// charge adds what a statement took to the entry's budget (write) or its
+// reads' (!write), and marks the entry exhausted past its budget.
+func (r *entryRun) charge(cost Budget, write bool) {
+	if !write {
+		r.read += cost.Steps
+		return
+	}
+	r.spent.Steps += cost.Steps
+	r.spent.Bytes += cost.Bytes
+	switch {
+	case r.exhausted != "":
+	case r.spent.Steps > r.budget.Steps:
+		r.exhausted = stepsError(r.budget.Steps)
+	case r.spent.Bytes > r.budget.Bytes:
+		r.exhausted = bytesError(r.budget.Bytes)
+	}
 }
 
 // rollback lifts the interrupt of w and rolls back its open transaction.
@@ -193,8 +276,8 @@ func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`)
 // SQLite's statement journal; with Tx, the first failure undoes the entry.
 // User BEGIN/COMMIT/ROLLBACK become savepoints, and a transaction or
 // savepoint the entry leaves open is rolled back at its end.
-func (db *DB) applyEntry(mi int, e *Entry, collect bool, forced map[forcedKey]string) ([]api.Result, *txLost, error) {
-	w := db.w
+func (db *DB) applyEntry(r *entryRun) ([]api.Result, *txLost, error) {
+	w, e := db.w, r.e
 	// Connection state that must not leak between entries: after a restart
 	// last_insert_rowid() and changes() start at 0, so they do for every entry.
 	w.setLastInsertRowID(0)
@@ -207,21 +290,22 @@ func (db *DB) applyEntry(mi int, e *Entry, collect bool, forced map[forcedKey]st
 		}
 	}
 	results := make([]api.Result, len(e.Statements))
-	var stack []string // open user savepoints; "nqlite_user" for BEGIN
 	failed := false
 	for j := range e.Statements {
 		db.clock.reset(e.Time, e.Seed, j)
 		res := &results[j]
-		lost, err := db.applyStatement(e, j, mi, res, &stack, collect, forced)
+		r.readFailed = false
+		lost, err := db.applyStatement(r, j, res)
 		if err != nil || lost != nil {
 			return nil, lost, err
 		}
-		if res.Error != "" && e.Tx {
+		if res.Error != "" && e.Tx && !r.readFailed {
 			failed = true
 			results = results[:j+1]
 			break
 		}
 	}
+	stack := r.stack
 	if failed {
 		// All or nothing: undo the entry, user savepoints included.
 		if err := w.exec("ROLLBACK TO nqlite_tx"); err != nil {
@@ -246,13 +330,23 @@ func (db *DB) applyEntry(mi int, e *Entry, collect bool, forced map[forcedKey]st
 
 var errNoTx = errors.New("no transaction is active")
 
-func (db *DB) applyStatement(e *Entry, j, mi int, res *api.Result, stack *[]string, collect bool, forced map[forcedKey]string) (*txLost, error) {
+func (db *DB) applyStatement(r *entryRun, j int, res *api.Result) (*txLost, error) {
 	w := db.w
-	if msg, ok := forced[forcedKey{mi, j}]; ok {
-		res.Error = msg
+	key := forcedKey{r.mi, j}
+	if f, ok := r.forced[key]; ok {
+		res.Error = f.msg
+		r.charge(f.cost, f.write)
+		if f.exhaust && r.exhausted == "" {
+			r.exhausted = f.msg
+		}
 		return nil, nil
 	}
-	st := &e.Statements[j]
+	if r.exhausted != "" {
+		res.Error = r.exhausted
+		return nil, nil
+	}
+	stack := &r.stack
+	st := &r.e.Statements[j]
 	cs, err := w.prepare(st.SQL)
 	if err != nil {
 		res.Error = errorText(err)
@@ -296,13 +390,24 @@ func (db *DB) applyStatement(e *Entry, j, mi int, res *api.Result, stack *[]stri
 		res.Error = errorText(err)
 		return nil, nil
 	}
-	if !info.write && !collect {
+	if !info.write && !r.collect {
 		// A read inside an entry changes nothing: only the node that
 		// answers the request needs its rows.
 		return nil, nil
 	}
+	if !info.write && r.read > r.budget.Steps {
+		res.Error = stepsError(r.budget.Steps)
+		r.readFailed = true
+		return nil, nil
+	}
+	m := db.meter
+	if info.write {
+		m.arm(cs, r.spent.Steps, r.budget.Steps, true, r.spent.Bytes, r.budget.Bytes)
+	} else {
+		m.arm(cs, r.read, r.budget.Steps, false, 0, 0)
+	}
 	var stepErr error
-	if collect {
+	if r.collect {
 		stepErr = readRows(w, cs, res, nil)
 	} else {
 		for {
@@ -313,14 +418,35 @@ func (db *DB) applyStatement(e *Entry, j, mi int, res *api.Result, stack *[]stri
 			}
 		}
 	}
+	steps, over := m.disarm(cs)
+	cost := Budget{Steps: steps}
+	if info.write {
+		cost.Bytes = m.bytes - r.spent.Bytes
+	}
+	if over != "" {
+		*res = api.Result{Error: over}
+		if info.write {
+			// Undo it (an interrupted write has already rolled back the
+			// whole SQLite transaction; one that finished over the byte
+			// budget on its last row has not) and replay the batch with
+			// it failed, as any statement that ends the transaction.
+			return &txLost{key: key, forcedStmt: forcedStmt{msg: over, cost: cost, write: true, exhaust: true}}, nil
+		}
+		r.read = max(r.read+steps, r.budget.Steps+1) // later reads fail at once
+		r.readFailed = true
+		return nil, nil
+	}
 	if stepErr != nil {
 		msg := sqlErrorText(stepErr, st.SQL)
 		*res = api.Result{Error: msg}
 		if w.c.AutocommitEnabled() {
-			return &txLost{key: forcedKey{mi, j}, msg: msg}, nil
+			return &txLost{key: key, forcedStmt: forcedStmt{msg: msg, cost: cost, write: info.write}}, nil
 		}
+		r.charge(cost, info.write)
+		r.readFailed = !info.write
 		return nil, nil
 	}
+	r.charge(cost, info.write)
 	if info.savepoint {
 		switch info.spOp {
 		case "BEGIN":

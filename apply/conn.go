@@ -62,8 +62,16 @@ func newConn(c *sqlite.Conn) (*conn, error) {
 // *api.Error for policy violations and *StmtError for SQLite's own.
 func (c *conn) prepare(sql string) (*cachedStmt, error) {
 	if el, ok := c.cache[sql]; ok {
-		c.lru.MoveToFront(el)
-		return el.Value.(*cachedStmt), nil
+		cs := el.Value.(*cachedStmt)
+		if !c.expired(cs) {
+			c.lru.MoveToFront(el)
+			return cs, nil
+		}
+		// The schema changed since it was prepared: prepare it afresh, with
+		// the authorizer, rather than let SQLite re-prepare it while it runs.
+		c.lru.Remove(el)
+		delete(c.cache, sql)
+		cs.stmt.Finalize()
 	}
 	cs := &cachedStmt{sql: sql}
 	c.rec.cur = &cs.info

@@ -39,6 +39,7 @@ type DB struct {
 	loader Loader
 
 	w      *conn        // the apply connection: only the apply goroutine uses it
+	meter  *meter       // counts entries' budgets on w
 	helper *sqlite.Conn // plain in-memory connection for deterministic date/time
 	hstmts map[string]*sqlite.Stmt
 	clock  entryClock
@@ -55,6 +56,12 @@ type DB struct {
 
 	waitMu  sync.Mutex
 	waiters map[string]chan Outcome
+
+	foreign atomic.Uint64   // entries applied that another SQLite version accepted
+	logged  map[string]bool // SQLite versions of foreign entries already logged (under applyMu)
+	// traceCost, when set (tests), gets what each applied entry spent of
+	// its budget, once its batch commits.
+	traceCost func(seq uint64, spent Budget)
 
 	closed atomic.Bool
 
@@ -83,7 +90,7 @@ func Open(path string, opts Options) (*DB, error) {
 		opts.Logger = slog.Default()
 	}
 	db := &DB{path: path, node: opts.Node, log: opts.Logger, loader: opts.Loader, advanced: make(chan struct{}),
-		waiters: make(map[string]chan Outcome), nread: opts.Readers}
+		waiters: make(map[string]chan Outcome), nread: opts.Readers, logged: map[string]bool{}}
 	if err := db.open(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -116,6 +123,7 @@ func (db *DB) open() error {
 	if err := wc.SetDefensive(true); err != nil {
 		return err
 	}
+	db.meter = installMeter(db.w)
 	seq, err := db.readApplied(db.w)
 	if err != nil {
 		return err
@@ -177,6 +185,29 @@ func (db *DB) Applied() uint64 { return db.applied.Load() }
 // Skipped returns how many stream messages were not valid entries and were
 // skipped since Open.
 func (db *DB) Skipped() uint64 { return db.skipped.Load() }
+
+// ForeignSQLite returns how many entries this node applied since Open that
+// a node on another SQLite version accepted (format version 2 entries
+// carry the accepting node's sqlite_version(); version 1 entries are not
+// counted). Such an entry may have another outcome here than on the
+// accepting node's version (an INSERT ... SELECT without ORDER BY may
+// assign other rowids): keep the nodes that accept writes on one SQLite
+// version. Each foreign version is logged once.
+func (db *DB) ForeignSQLite() uint64 { return db.foreign.Load() }
+
+// noteSQLite counts an applied entry accepted under another SQLite version.
+// The caller holds applyMu.
+func (db *DB) noteSQLite(seq uint64, e *Entry) {
+	if e.SQLite == "" || e.SQLite == SQLiteVersion() {
+		return
+	}
+	db.foreign.Add(1)
+	if !db.logged[e.SQLite] {
+		db.logged[e.SQLite] = true
+		db.log.Warn("applying entries accepted by a node on another SQLite version: outcomes may differ between versions; keep the nodes that accept writes on one version",
+			"seq", seq, "entry_sqlite", e.SQLite, "node_sqlite", SQLiteVersion(), "accepted_by", e.Node)
+	}
+}
 
 // Waiting returns how many callers are blocked in WaitApplied.
 func (db *DB) Waiting() int64 { return db.waiting.Load() }
@@ -334,10 +365,13 @@ func (db *DB) closeConns() error {
 		}
 		errs = append(errs, db.helper.Close())
 	}
+	if db.meter != nil {
+		db.meter.remove()
+	}
 	if db.w != nil {
 		errs = append(errs, db.w.close())
 	}
-	db.readers, db.nopen, db.helper, db.w = nil, 0, nil, nil
+	db.readers, db.nopen, db.helper, db.w, db.meter = nil, 0, nil, nil, nil
 	return errors.Join(errs...)
 }
 

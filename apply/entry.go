@@ -22,6 +22,14 @@ type Entry struct {
 	Time int64
 	// Seed seeds random() and randomblob().
 	Seed int64
+	// Budget bounds the work of applying the entry, the same on every
+	// node (see Budget). A zero field encodes as the base budget
+	// (BaseSteps, BaseBytes); a decoded entry always has both set.
+	Budget Budget
+	// SQLite is sqlite_version() of the node that accepted the request
+	// (see SQLiteVersion): a node on another SQLite version counts the
+	// entry (ForeignSQLite). "" when unknown (format version 1).
+	SQLite string
 	// Tx makes all statements commit or none.
 	Tx         bool
 	Statements []api.Statement
@@ -46,9 +54,10 @@ type Load struct {
 // The entry encoding is binary, compact and fast to decode (every node
 // decodes every entry, and catch-up is bound by it):
 //
-//	"nq" version(1)
-//	node:str token:str time:varint seed:varint flags:byte (bit 0: tx,
-//	bit 1: load)
+//	"nq" version:byte (1 or 2)
+//	node:str token:str time:varint seed:varint
+//	[version 2: steps:uvarint bytes:uvarint sqlite:str]
+//	flags:byte (bit 0: tx, bit 1: load)
 //	[load: bucket:str object:str digest:str kind:byte (0 SQLite, 1 SQL)]
 //	count:uvarint, then per statement:
 //	  sql:str kind:byte (0 none, 1 positional, 2 named) n:uvarint
@@ -57,13 +66,20 @@ type Load struct {
 //	       little-endian IEEE 754 | 3 TEXT str | 4 BLOB str
 //	str: length:uvarint bytes
 //
+// Version 2 adds the entry's budget (steps 1 to MaxSteps, bytes at least
+// 1) and the accepting node's SQLite version. Version 1 entries (written
+// before budgets) still decode, with the fixed base budget (BaseSteps,
+// BaseBytes) and no SQLite version. Encode writes version 2.
+//
 // Decoding is strict: every byte is accounted for, strings are valid UTF-8
 // (BLOBs excepted), so a message that is not an entry is recognised and
-// skipped the same way by every node.
+// skipped the same way by every node. A message that starts like an entry
+// of a later version (byte 3 above EntryVersion) is not skipped: it is an
+// ErrUnknownVersion, and the node stops applying until it is upgraded.
 const (
 	entryMagic0  = 'n'
 	entryMagic1  = 'q'
-	EntryVersion = 1 // the entry format this code writes and reads
+	EntryVersion = 2 // the entry format this code writes, and the newest it reads
 )
 
 const (
@@ -74,18 +90,28 @@ const (
 	tagBlob
 )
 
-// Encode returns the entry's stream message body.
-func (e *Entry) Encode() []byte {
-	n := 32 + len(e.Node) + len(e.Token)
+// Encode returns the entry's stream message body, in format version
+// EntryVersion.
+func (e *Entry) Encode() []byte { return e.encode(EntryVersion) }
+
+// encode writes format version v (1 or 2; tests write 1).
+func (e *Entry) encode(v byte) []byte {
+	n := 48 + len(e.Node) + len(e.Token) + len(e.SQLite)
 	for _, st := range e.Statements {
 		n += len(st.SQL) + 12 + 12*(len(st.Params)+len(st.Named))
 	}
 	b := make([]byte, 0, n)
-	b = append(b, entryMagic0, entryMagic1, EntryVersion)
+	b = append(b, entryMagic0, entryMagic1, v)
 	b = appendStr(b, e.Node)
 	b = appendStr(b, e.Token)
 	b = binary.AppendVarint(b, e.Time)
 	b = binary.AppendVarint(b, e.Seed)
+	if v >= 2 {
+		bu := e.Budget.orBase()
+		b = binary.AppendUvarint(b, bu.Steps)
+		b = binary.AppendUvarint(b, bu.Bytes)
+		b = appendStr(b, e.SQLite)
+	}
 	var flags byte
 	if e.Tx {
 		flags |= 1
@@ -159,19 +185,56 @@ func appendValue(b []byte, v any) []byte {
 }
 
 // ErrInvalidEntry is wrapped by DecodeEntry's errors: the message is not an
-// entry this version can apply. Every node skips such a message the same way.
+// entry. Every node skips such a message the same way.
 var ErrInvalidEntry = errors.New("invalid entry")
 
-// DecodeEntry decodes a stream message body.
+// ErrUnknownVersion is wrapped by DecodeEntry's error for a message in an
+// entry format newer than EntryVersion (written by an upgraded node), and
+// by ApplyBatch's *IncompatibleError: such an entry is never skipped; the
+// node stops applying the database until it runs a version that reads it.
+// It is distinct from ErrInvalidEntry.
+var ErrUnknownVersion = errors.New("unknown entry format version")
+
+// IncompatibleError is returned by ApplyBatch for an entry in a format
+// this node cannot read (errors.Is(err, ErrUnknownVersion)): the entries
+// before it are committed, it is not applied, and nothing after it is.
+type IncompatibleError struct {
+	Seq     uint64 // the entry's stream sequence
+	Version byte   // its format version
+}
+
+func (e *IncompatibleError) Error() string {
+	return fmt.Sprintf("entry %d is in entry format version %d, and this node reads versions 1 to %d: upgrade this node to apply it", e.Seq, e.Version, EntryVersion)
+}
+
+// Unwrap returns ErrUnknownVersion.
+func (e *IncompatibleError) Unwrap() error { return ErrUnknownVersion }
+
+// DecodeEntry decodes a stream message body: an error wrapping
+// ErrInvalidEntry for a message that is not an entry, or ErrUnknownVersion
+// for an entry in a newer format.
 func DecodeEntry(data []byte) (*Entry, error) {
 	if len(data) < 3 || data[0] != entryMagic0 || data[1] != entryMagic1 {
 		return nil, fmt.Errorf("%w: not an nqlite entry", ErrInvalidEntry)
 	}
-	if data[2] != EntryVersion {
-		return nil, fmt.Errorf("%w: format version %d, this node reads %d", ErrInvalidEntry, data[2], EntryVersion)
+	version := data[2]
+	switch {
+	case version > EntryVersion:
+		return nil, fmt.Errorf("%w: format version %d, this node reads 1 to %d", ErrUnknownVersion, version, EntryVersion)
+	case version == 0:
+		return nil, fmt.Errorf("%w: format version 0", ErrInvalidEntry)
 	}
 	d := decoder{b: data[3:]}
 	e := &Entry{Node: d.str(true), Token: d.str(true), Time: d.varint(), Seed: d.varint()}
+	if version >= 2 {
+		e.Budget.Steps, e.Budget.Bytes = d.uvarint(), d.uvarint()
+		e.SQLite = d.str(true)
+		if d.err == nil && (e.Budget.Steps == 0 || e.Budget.Steps > MaxSteps || e.Budget.Bytes == 0) {
+			d.fail("budget of %d steps and %d bytes (steps 1 to %d, bytes at least 1)", e.Budget.Steps, e.Budget.Bytes, uint64(MaxSteps))
+		}
+	} else {
+		e.Budget = Budget{Steps: BaseSteps, Bytes: BaseBytes}
+	}
 	flags := d.byte()
 	if flags&^3 != 0 && d.err == nil {
 		d.fail("unknown flags %#x", flags)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"regexp"
 	"unicode/utf8"
@@ -70,6 +71,7 @@ func (db *DB) applyLoad(seq uint64, e *Entry) error {
 		return nil
 	}
 	db.log.Info("database loaded", "seq", seq, "object", e.Load.Object)
+	db.noteSQLite(seq, e)
 	db.deliver(e.Token, Outcome{Seq: seq, Results: []api.Result{{Write: true}}})
 	return nil
 }
@@ -91,7 +93,7 @@ func (db *DB) prepareLoad(seq uint64, e *Entry, path string, snap bool) (string,
 	}
 	if e.Load.SQL {
 		out := path + ".db"
-		err := runLoadSQL(db.actx, path, out, seq, e.Time, e.Seed, db.log)
+		err := runLoadSQL(db.actx, path, out, seq, e.Time, e.Seed, e.Budget, db.log)
 		os.Remove(path)
 		if err != nil {
 			return "", err
@@ -294,10 +296,10 @@ var sqliteDumpFK = regexp.MustCompile(`(?i)^\s*PRAGMA\s+foreign_keys\s*=\s*(OFF|
 // runLoadSQL) on a scratch database, with the entry's time and seed, and
 // removes it: a load request whose dump every node would refuse is refused
 // before its entry is published. Errors wrap ErrLoadInvalid.
-func CheckLoadSQL(ctx context.Context, path string, entryTime, seed int64) error {
+func CheckLoadSQL(ctx context.Context, path string, entryTime, seed int64, budget Budget) error {
 	out := path + ".check.db"
 	defer os.Remove(out)
-	return runLoadSQL(ctx, path, out, 1, entryTime, seed, nil)
+	return runLoadSQL(ctx, path, out, 1, entryTime, seed, budget, nil)
 }
 
 // runLoadSQL runs the SQL text at script on a new database at out, as one
@@ -306,7 +308,7 @@ func CheckLoadSQL(ctx context.Context, path string, entryTime, seed int64) error
 // succeed, or the load is refused (ErrLoadInvalid, naming the statement):
 // a dump that loads partly would silently drop data. sqlite3's
 // "PRAGMA foreign_keys=OFF;" is left out.
-func runLoadSQL(ctx context.Context, script, out string, seq uint64, entryTime, seed int64, logger *slog.Logger) error {
+func runLoadSQL(ctx context.Context, script, out string, seq uint64, entryTime, seed int64, budget Budget, logger *slog.Logger) error {
 	text, err := os.ReadFile(script)
 	if err != nil {
 		return err
@@ -336,6 +338,10 @@ func runLoadSQL(ctx context.Context, script, out string, seq uint64, entryTime, 
 		}
 		le.Statements = append(le.Statements, api.Statement{SQL: q})
 	}
+	// The dump runs as one entry whose budget is the load entry's for each
+	// of its statements (a dump is many small statements).
+	n, bu := uint64(len(le.Statements)), budget.orBase()
+	le.Budget = Budget{Steps: satMul(bu.Steps, n, MaxSteps), Bytes: satMul(bu.Bytes, n, math.MaxUint64)}
 	var res []api.Result
 	if len(le.Statements) > 0 {
 		ch, stop := tmp.Await(le.Token)

@@ -2,6 +2,7 @@ package apply
 
 import (
 	"reflect"
+	"sync"
 	"unsafe"
 
 	"modernc.org/libc"
@@ -55,6 +56,12 @@ func (c *conn) stmtReadOnly(cs *cachedStmt) bool {
 	return lib.Xsqlite3_stmt_readonly(c.tls, cs.handle) != 0
 }
 
+// expired calls sqlite3_expired: the statement must be prepared again
+// because the schema (or an authorizer, or a function) changed since.
+func (c *conn) expired(cs *cachedStmt) bool {
+	return lib.Xsqlite3_expired(c.tls, cs.handle) != 0
+}
+
 // columnNames returns sqlite3_column_name for each result column
 // (zombiezen's ColumnName loses duplicate names).
 func (c *conn) columnNames(cs *cachedStmt) []string {
@@ -79,3 +86,21 @@ func funcError(ctx sqlite.Context, msg string) (sqlite.Value, error) {
 	lib.Xsqlite3_result_error_code(tls, uintptr(v.FieldByName("ptr").Uint()), lib.SQLITE_ERROR)
 	return sqlite.TextValue(msg), nil
 }
+
+// cFuncPointer converts a Go function declared at package level (not a
+// closure) to the C function pointer modernc's SQLite calls, as zombiezen
+// does for its callbacks (https://golang.org/s/go11func: a func value
+// points to a read-only word holding the code address).
+func cFuncPointer[T any](f T) uintptr {
+	return *(*uintptr)(unsafe.Pointer(&struct{ f T }{f}))
+}
+
+// SQLiteVersion returns sqlite_version() of the SQLite library this
+// binary is built with, for example "3.49.2".
+func SQLiteVersion() string { return sqliteVersion() }
+
+var sqliteVersion = sync.OnceValue(func() string {
+	tls := libc.NewTLS()
+	defer tls.Close()
+	return libc.GoString(lib.Xsqlite3_libversion(tls))
+})

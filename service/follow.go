@@ -66,6 +66,15 @@ func (n *Node) applyFunc(d *database) stream.ApplyFunc {
 			if err == nil || errors.Is(err, apply.ErrClosed) || ctx.Err() != nil {
 				return err
 			}
+			var inc *apply.IncompatibleError
+			if errors.As(err, &inc) {
+				// Retrying cannot help: only an upgrade of this node can.
+				// The entries before it are applied; stop here, serve 503.
+				d.setState(incompatible)
+				n.log.Error("stream entry of a newer format: this node stopped applying the database; upgrade it", "db", d.name, "seq", inc.Seq, "version", inc.Version, "reads", apply.EntryVersion)
+				<-ctx.Done()
+				return ctx.Err()
+			}
 			n.log.Error("apply failed, retrying", "db", d.name, "err", err)
 			select {
 			case <-ctx.Done():

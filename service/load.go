@@ -179,7 +179,7 @@ func (n *Node) checkLoad(ctx context.Context, d *database, e *apply.Entry, req *
 		return false, fetchErr(req.Object, err)
 	}
 	if req.SQL {
-		if err := apply.CheckLoadSQL(ctx, path, e.Time, e.Seed); err != nil {
+		if err := apply.CheckLoadSQL(ctx, path, e.Time, e.Seed, e.Budget); err != nil {
 			return false, loadCheckErr(req.Object, err)
 		}
 		return false, nil

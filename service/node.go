@@ -42,6 +42,14 @@ type Config struct {
 	// Snapshot configures snapshots to the Object Store, restores and
 	// stream purges.
 	Snapshot SnapshotConfig
+	// MaxEntrySteps and MaxEntryBytes are the budget of every entry this
+	// node accepts: SQLite VM steps (1 to MaxEntrySteps, default
+	// DefaultMaxEntrySteps) and bytes written (default
+	// DefaultMaxEntryBytes); 0 is the default.
+	// The budget travels in the entry, so every node applies it with the
+	// accepting node's budget (see apply.Budget).
+	MaxEntrySteps uint64
+	MaxEntryBytes uint64
 }
 
 // Node serves databases over NATS.
@@ -69,8 +77,9 @@ type Node struct {
 type state int32
 
 const (
-	serving   state = iota
-	restoring       // replacing its file with a snapshot: requests get 503
+	serving      state = iota
+	restoring          // replacing its file with a snapshot: requests get 503
+	incompatible       // met an entry of a newer format: requests get 503 until upgraded
 )
 
 func (s state) String() string {
@@ -79,6 +88,8 @@ func (s state) String() string {
 		return "serving"
 	case restoring:
 		return "restoring"
+	case incompatible:
+		return "incompatible"
 	}
 	return fmt.Sprintf("state(%d)", int32(s))
 }
@@ -105,6 +116,10 @@ func (d *database) setState(s state) { d.state.Store(int32(s)) }
 // snapshot.
 var errRestoring = api.Errorf(api.CodeUnavailable, "this node is restoring its database from a snapshot: retry shortly, or ask another node")
 
+// errIncompatible answers requests once the node met an entry it cannot
+// apply (a newer entry format).
+var errIncompatible = api.Errorf(api.CodeUnavailable, "this node met a stream entry of a newer format than it can apply and stopped applying this database: upgrade this node (see Rolling upgrades in the README), or ask another node")
+
 // Start creates or updates each database's stream, opens its SQLite file,
 // resumes applying from the stored sequence, waits until the node has
 // applied every entry the stream held at start-up, and only then registers
@@ -126,6 +141,15 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*Node, error) {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Snapshot.defaults()
+	if cfg.MaxEntrySteps == 0 {
+		cfg.MaxEntrySteps = DefaultMaxEntrySteps
+	}
+	if cfg.MaxEntryBytes == 0 {
+		cfg.MaxEntryBytes = DefaultMaxEntryBytes
+	}
+	if cfg.MaxEntrySteps > MaxEntrySteps {
+		return nil, fmt.Errorf("max entry steps %d: at most %d", cfg.MaxEntrySteps, uint64(MaxEntrySteps))
+	}
 	for _, name := range cfg.Databases {
 		if !api.ValidDBName(name) {
 			return nil, fmt.Errorf("database name %q: use 1-64 of A-Z a-z 0-9 _ -", name)

@@ -14,8 +14,11 @@ func (n *Node) handle(d *database, data []byte, start time.Time, readOnly bool) 
 	if err != nil {
 		return nil, err
 	}
-	if d.getState() == restoring {
+	switch d.getState() {
+	case restoring:
 		return nil, errRestoring
+	case incompatible:
+		return nil, errIncompatible
 	}
 	if len(req.Statements) > MaxStatements {
 		return nil, api.Errorf(api.CodeBadRequest, "the request holds %d statements, over the limit of %d: split it", len(req.Statements), MaxStatements)

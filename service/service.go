@@ -12,6 +12,8 @@
 // See DESIGN.md beside this file for the trade-offs.
 package service
 
+import "github.com/nqlite/nqlite/apply"
+
 // Version is the semantic version the node registers with micro.
 const Version = "0.1.0"
 
@@ -35,6 +37,14 @@ func ReadSubject(db string) string { return "nqlite.read." + db }
 
 // MaxStatements is the most statements one request may hold.
 const MaxStatements = 10000
+
+// Defaults and limit of the entry budget (Config.MaxEntrySteps,
+// Config.MaxEntryBytes; see apply.Budget).
+const (
+	DefaultMaxEntrySteps = apply.DefaultSteps
+	DefaultMaxEntryBytes = apply.DefaultBytes
+	MaxEntrySteps        = apply.MaxSteps
+)
 
 // EntrySubject returns the subject entries of db are published on:
 // nqlite.entry.<db>. Operators may deny clients publishing to nqlite.entry.>.

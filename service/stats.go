@@ -23,6 +23,9 @@ type Stats struct {
 	// Restores counts restores from a snapshot while running (self-healing
 	// after a purge), since start.
 	Restores uint64 `json:"restores"`
+	// ForeignSQLite counts entries applied since start that a node on
+	// another SQLite version accepted (apply.DB.ForeignSQLite).
+	ForeignSQLite uint64 `json:"foreign_sqlite"`
 	// StreamAgeMS is how old the stream state above is, in milliseconds:
 	// STATS reports what the node last learned of the stream (from
 	// deliveries, acknowledgements, strong reads, a refresh it starts
@@ -33,7 +36,7 @@ type Stats struct {
 
 func (n *Node) stats(d *database) Stats {
 	s := Stats{DB: d.name, Node: n.cfg.NodeID, Applied: d.db.Applied(), Skipped: d.db.Skipped(), Waiting: d.db.Waiting(),
-		State: d.getState().String(), SnapshotSeq: d.lastSnap.Load(), Restores: d.restores.Load()}
+		State: d.getState().String(), SnapshotSeq: d.lastSnap.Load(), Restores: d.restores.Load(), ForeignSQLite: d.db.ForeignSQLite()}
 	st, at := d.str.Cached()
 	s.StreamLastSeq = max(st.LastSeq, s.Applied)
 	s.Lag = s.StreamLastSeq - s.Applied

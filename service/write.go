@@ -21,10 +21,11 @@ func (n *Node) write(ctx context.Context, d *database, req *api.Request) (*api.R
 	return n.submit(ctx, d, e, req)
 }
 
-// newEntry returns an entry accepted by this node now: its token, time and
-// random seed.
+// newEntry returns an entry accepted by this node now: its token, time,
+// random seed, this node's budget and SQLite version.
 func (n *Node) newEntry() *apply.Entry {
-	return &apply.Entry{Node: n.cfg.NodeID, Token: nuid.Next(), Time: time.Now().UnixMilli(), Seed: rand.Int64()}
+	return &apply.Entry{Node: n.cfg.NodeID, Token: nuid.Next(), Time: time.Now().UnixMilli(), Seed: rand.Int64(),
+		Budget: apply.Budget{Steps: n.cfg.MaxEntrySteps, Bytes: n.cfg.MaxEntryBytes}, SQLite: apply.SQLiteVersion()}
 }
 
 // submit appends entry e to d's stream and, unless req.Queue, waits for
