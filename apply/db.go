@@ -113,6 +113,11 @@ func (db *DB) open() error {
 		// The applied sequence commits with each batch, so a batch lost to a
 		// power cut is re-applied from the stream: NORMAL is safe here.
 		"PRAGMA synchronous=NORMAL",
+		// Freed space is zeroed: what a deleted row leaves in a page (or a
+		// page on the freelist) would otherwise depend on how entries were
+		// grouped into batches, which differs between nodes, and the files
+		// would differ in bytes no query reads.
+		"PRAGMA secure_delete=ON",
 		"CREATE TABLE IF NOT EXISTS _nqlite_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
 		"INSERT OR IGNORE INTO _nqlite_meta(key, value) VALUES('applied_seq', 0)",
 	} {
