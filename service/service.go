@@ -34,32 +34,29 @@ import (
 const Version = "0.1.0"
 
 // ServiceName is the micro service name every node registers.
-const ServiceName = "nqlite"
+const ServiceName = api.ServiceName
 
 // QueueGroup is the micro queue group of every endpoint: a request goes to
 // exactly one node (the nearest, by NATS queue-group routing).
-const QueueGroup = "nqlite"
+const QueueGroup = api.QueueGroup
 
-// QuerySubject returns the request subject of database db:
-// nqlite.query.<db>.
-func QuerySubject(db string) string { return "nqlite.query." + db }
+// QuerySubject returns the request subject of database db (see
+// api.QuerySubject).
+func QuerySubject(db string) string { return api.QuerySubject(db) }
 
-// ReadSubject returns the read-only request subject of database db:
-// nqlite.read.<db>. Requests there never write: a statement that would is
-// refused with 403 before anything is published, so operators can grant
-// read-only access with NATS subject permissions (allow nqlite.read.>,
-// deny nqlite.query.>).
-func ReadSubject(db string) string { return "nqlite.read." + db }
+// ReadSubject returns the read-only request subject of database db (see
+// api.ReadSubject).
+func ReadSubject(db string) string { return api.ReadSubject(db) }
 
 // MaxStatements is the most statements one request may hold.
 const MaxStatements = 10000
 
-// EntrySubject returns the subject entries of db are published on:
-// nqlite.entry.<db>. Operators may deny clients publishing to nqlite.entry.>.
-func EntrySubject(db string) string { return "nqlite.entry." + db }
+// EntrySubject returns the subject entries of db are published on (see
+// api.EntrySubject).
+func EntrySubject(db string) string { return api.EntrySubject(db) }
 
-// StreamName returns the JetStream stream of db: NQLITE_<db>.
-func StreamName(db string) string { return "NQLITE_" + db }
+// StreamName returns the JetStream stream of db (see api.StreamName).
+func StreamName(db string) string { return api.StreamName(db) }
 
 // Config configures a Node.
 type Config struct {
@@ -361,26 +358,8 @@ func (n *Node) dispatch(r micro.Request, job func()) {
 	}
 }
 
-// Stats is the endpoint data in micro STATS replies.
-type Stats struct {
-	DB            string `json:"db"`
-	Node          string `json:"node"`
-	Applied       uint64 `json:"applied_seq"`
-	StreamLastSeq uint64 `json:"stream_last_seq"`
-	Lag           uint64 `json:"lag"`
-	Skipped       uint64 `json:"skipped"`
-	Waiting       int64  `json:"waiting"` // requests waiting for this node to apply a sequence
-	// State is "serving", or "restoring" while the node replaces its
-	// database with a snapshot (requests get 503 meanwhile).
-	State string `json:"state"`
-	// SnapshotSeq is the sequence of the latest stored snapshot this node
-	// knows of (0: none).
-	SnapshotSeq uint64 `json:"snapshot_seq"`
-	// Restores counts restores from a snapshot while running (self-healing
-	// after a purge), since start.
-	Restores    uint64 `json:"restores"`
-	StreamError string `json:"stream_error,omitempty"`
-}
+// Stats is the endpoint data in micro STATS replies (see api.Stats).
+type Stats = api.Stats
 
 func (n *Node) stats(d *database) Stats {
 	s := Stats{DB: d.name, Node: n.cfg.NodeID, Applied: d.db.Applied(), Skipped: d.db.Skipped(), Waiting: d.db.Waiting(),
