@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,11 +12,10 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/nqlite/nqlite/service/api"
+	"github.com/nqlite/nqlite/service/client"
 )
 
 // Backup and restore go through nqlite's snapshots in the JetStream Object
@@ -36,31 +34,11 @@ import (
 
 // backup writes a snapshot of the session's database to file.
 func backup(ctx context.Context, s *session, file string, stderr io.Writer, progress bool) error {
-	body, _ := json.Marshal(map[string]any{"after_seq": s.afterSeq})
-	msg, err := s.nc.RequestWithContext(ctx, "nqlite.snapshot."+s.db, body)
+	c := client.New(s.nc)
+	snap, err := c.Snapshot(ctx, s.db, api.SnapshotRequest{AfterSeq: s.afterSeq})
 	if err != nil {
-		return connErrorf("backup: ask for a snapshot of %s: %v", s.db, err)
+		return wrapErr("backup", err)
 	}
-	if code := msg.Header.Get("Nats-Service-Error-Code"); code != "" {
-		return failedf("backup: snapshot of %s: %s", s.db, msg.Header.Get("Nats-Service-Error"))
-	}
-	var snap api.SnapshotReply
-	if err := json.Unmarshal(msg.Data, &snap); err != nil {
-		return failedf("backup: snapshot reply: %v", err)
-	}
-	js, err := jetstream.New(s.nc)
-	if err != nil {
-		return failedf("backup: %v", err)
-	}
-	obj, err := js.ObjectStore(ctx, snap.Bucket)
-	if err != nil {
-		return failedf("backup: bucket %s: %v", snap.Bucket, err)
-	}
-	res, err := obj.Get(ctx, snap.Object)
-	if err != nil {
-		return failedf("backup: object %s: %v", snap.Object, err)
-	}
-	defer res.Close()
 	tmp, err := os.CreateTemp(filepath.Dir(file), filepath.Base(file)+".part-*")
 	if err != nil {
 		return failedf("backup: %v", err)
@@ -72,12 +50,12 @@ func backup(ctx context.Context, s *session, file string, stderr io.Writer, prog
 		w = io.MultiWriter(tmp, bar)
 		defer bar.Close()
 	}
-	n, err := io.Copy(w, res) // the digest is checked at the end
+	n, err := c.Download(ctx, snap, w) // the digest is checked at the end
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return failedf("backup: download %s: %v", snap.Object, err)
+		return failedf("backup: %v", err)
 	}
 	if err := os.Rename(tmp.Name(), file); err != nil {
 		return failedf("backup: %v", err)
@@ -107,36 +85,15 @@ func restore(ctx context.Context, s *session, file string, stderr io.Writer, pro
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return failedf("restore: %v", err)
 	}
-	js, err := jetstream.New(s.nc)
-	if err != nil {
-		return failedf("restore: %v", err)
-	}
-	obj, err := js.ObjectStore(ctx, api.SnapshotBucket)
-	if err != nil {
-		return failedf("restore: bucket %s (do the nodes have snapshots enabled?): %v", api.SnapshotBucket, err)
-	}
 	var r io.Reader = f
 	if progress {
 		bar := newBar(stderr, st.Size(), "upload "+filepath.Base(file))
 		r = io.TeeReader(f, bar)
 		defer bar.Close()
 	}
-	name := "load/" + s.db + "/" + nuid.Next()
-	info, err := obj.Put(ctx, jetstream.ObjectMeta{Name: name, Description: "nqctl restore of " + filepath.Base(file)}, r)
+	reply, err := client.New(s.nc).Load(ctx, s.db, r, client.LoadOptions{SQL: isSQL, Description: "nqctl restore of " + filepath.Base(file)})
 	if err != nil {
-		return failedf("restore: upload: %v", err)
-	}
-	req, _ := json.Marshal(api.LoadRequest{Bucket: api.SnapshotBucket, Object: name, Digest: info.Digest, SQL: isSQL})
-	msg, err := s.nc.RequestWithContext(ctx, "nqlite.load."+s.db, req)
-	if err != nil {
-		return connErrorf("restore: ask for the load: %v", err)
-	}
-	if code := msg.Header.Get("Nats-Service-Error-Code"); code != "" {
-		return failedf("restore: %s", msg.Header.Get("Nats-Service-Error"))
-	}
-	var reply api.LoadReply
-	if err := json.Unmarshal(msg.Data, &reply); err != nil {
-		return failedf("restore: load reply: %v", err)
+		return wrapErr("restore", err)
 	}
 	s.afterSeq = max(s.afterSeq, reply.Seq)
 	kind := "SQLite file"

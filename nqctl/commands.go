@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nqlite/nqlite/service/api"
+	"github.com/nqlite/nqlite/service/client"
 )
 
 // command is a subcommand of nqctl. Each has its own FlagSet, with the
@@ -268,14 +269,14 @@ none came for 300ms (or --expect N answered). With --db, only that database.`)
 		return connErrorf("%v", err)
 	}
 	if e.opts.conn.set["db"] {
-		var kept []nodeStat
+		var kept []client.NodeStats
 		for _, s := range stats {
-			if s.db == e.opts.conn.db {
+			if s.DB == e.opts.conn.db {
 				kept = append(kept, s)
 			}
 		}
 		if len(kept) == 0 {
-			return connErrorf("%v %q", errNoNode, e.opts.conn.db)
+			return connErrorf("%v %q", client.ErrNoNode, e.opts.conn.db)
 		}
 		stats = kept
 	}
