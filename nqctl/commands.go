@@ -42,6 +42,7 @@ func init() {
 		{"bench", "measure inserts and reads against a running cluster", func(e *env) command { return &benchCommand{e} }},
 		{"backup", "write a consistent SQLite file of the database (from a fresh snapshot)", func(e *env) command { return &backupCommand{e} }},
 		{"restore", "replace the database on every node with a SQLite file or SQL dump", func(e *env) command { return &restoreCommand{e} }},
+		{"migrate", "apply the pending NNNN_name.sql migrations of a directory, once each (--status lists them)", func(e *env) command { return &migrateCommand{e} }},
 		{"help", "help on nqctl or a command", func(e *env) command { return &helpCommand{e} }},
 	}
 }
