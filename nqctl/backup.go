@@ -20,6 +20,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/nqlite/nqlite/service/api"
+	"github.com/nqlite/nqlite/service/client"
 )
 
 // Backup and restore go through nqlite's snapshots in the JetStream Object
@@ -39,31 +40,11 @@ import (
 
 // backup writes a snapshot of the session's database to file.
 func backup(ctx context.Context, s *session, file string, stderr io.Writer, progress bool) error {
-	body, _ := json.Marshal(map[string]any{"after_seq": s.afterSeq})
-	msg, err := s.nc.RequestWithContext(ctx, "nqlite.snapshot."+s.db, body)
+	c := client.New(s.nc)
+	snap, err := c.Snapshot(ctx, s.db, api.SnapshotRequest{AfterSeq: s.afterSeq})
 	if err != nil {
-		return connErrorf("backup: ask for a snapshot of %s: %v", s.db, err)
+		return wrapErr("backup", err)
 	}
-	if code := msg.Header.Get("Nats-Service-Error-Code"); code != "" {
-		return failedf("backup: snapshot of %s: %s", s.db, msg.Header.Get("Nats-Service-Error"))
-	}
-	var snap api.SnapshotReply
-	if err := json.Unmarshal(msg.Data, &snap); err != nil {
-		return failedf("backup: snapshot reply: %v", err)
-	}
-	js, err := jetstream.New(s.nc)
-	if err != nil {
-		return failedf("backup: %v", err)
-	}
-	obj, err := js.ObjectStore(ctx, snap.Bucket)
-	if err != nil {
-		return failedf("backup: bucket %s: %v", snap.Bucket, err)
-	}
-	res, err := obj.Get(ctx, snap.Object)
-	if err != nil {
-		return failedf("backup: object %s: %v", snap.Object, err)
-	}
-	defer res.Close()
 	tmp, err := os.CreateTemp(filepath.Dir(file), filepath.Base(file)+".part-*")
 	if err != nil {
 		return failedf("backup: %v", err)
@@ -75,12 +56,12 @@ func backup(ctx context.Context, s *session, file string, stderr io.Writer, prog
 		w = io.MultiWriter(tmp, bar)
 		defer bar.Close()
 	}
-	n, err := io.Copy(w, res) // the digest is checked at the end
+	n, err := c.Download(ctx, snap, w) // the digest is checked at the end
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return failedf("backup: download %s: %v", snap.Object, err)
+		return failedf("backup: %v", err)
 	}
 	if err := os.Rename(tmp.Name(), file); err != nil {
 		return failedf("backup: %v", err)

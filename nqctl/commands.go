@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nqlite/nqlite/service/api"
+	"github.com/nqlite/nqlite/service/client"
 )
 
 // command is a subcommand of nqctl. Each has its own FlagSet, with the
@@ -41,6 +42,7 @@ func init() {
 		{"bench", "measure inserts and reads against a running cluster", func(e *env) command { return &benchCommand{e} }},
 		{"backup", "write a consistent SQLite file of the database (from a fresh snapshot)", func(e *env) command { return &backupCommand{e} }},
 		{"restore", "replace the database on every node with a SQLite file or SQL dump", func(e *env) command { return &restoreCommand{e} }},
+		{"migrate", "apply the pending NNNN_name.sql migrations of a directory, once each (--status lists them)", func(e *env) command { return &migrateCommand{e} }},
 		{"help", "help on nqctl or a command", func(e *env) command { return &helpCommand{e} }},
 	}
 }
@@ -268,14 +270,14 @@ none came for 300ms (or --expect N answered). With --db, only that database.`)
 		return connErrorf("%v", err)
 	}
 	if e.opts.conn.set["db"] {
-		var kept []nodeStat
+		var kept []client.NodeStats
 		for _, s := range stats {
-			if s.db == e.opts.conn.db {
+			if s.DB == e.opts.conn.db {
 				kept = append(kept, s)
 			}
 		}
 		if len(kept) == 0 {
-			return connErrorf("%v %q", errNoNode, e.opts.conn.db)
+			return connErrorf("%v %q", client.ErrNoNode, e.opts.conn.db)
 		}
 		stats = kept
 	}

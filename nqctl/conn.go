@@ -1,19 +1,16 @@
 package main
 
 import (
-	"encoding/json"
-	"errors"
 	"flag"
-	"fmt"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/nqlite/nqlite/service/api"
+	"github.com/nqlite/nqlite/service/client"
 )
 
 // connOptions are the connection flags every command shares. They follow
@@ -91,68 +88,19 @@ func (o *connOptions) validate() error {
 }
 
 // resolve fills what the flags left empty from the NATS_* environment
-// variables and the nats CLI context, and checks that the files named
-// exist.
+// variables and the nats CLI context (client.ConnConfig.Resolve), and
+// checks that the files named exist.
 func (o *connOptions) resolve() error {
 	if err := o.validate(); err != nil {
 		return err
 	}
-	env := func(field *string, name string) {
-		if *field == "" {
-			*field = os.Getenv(name)
-		}
+	c := o.config()
+	if err := c.Resolve(os.Getenv); err != nil {
+		return usageErrorf("%v", err)
 	}
-	env(&o.server, "NATS_URL")
-	env(&o.creds, "NATS_CREDS")
-	env(&o.nkey, "NATS_NKEY")
-	env(&o.user, "NATS_USER")
-	env(&o.password, "NATS_PASSWORD")
-	env(&o.token, "NATS_TOKEN")
-	env(&o.tlsCert, "NATS_CERT")
-	env(&o.tlsKey, "NATS_KEY")
-	env(&o.tlsCA, "NATS_CA")
-	o.inboxPrefix = os.Getenv("NATS_INBOX_PREFIX")
-
-	name := o.context
-	if name == "" {
-		name = os.Getenv("NATS_CONTEXT")
-	}
-	if name == "" && o.server == "" {
-		sel, err := selectedContext()
-		if err != nil {
-			return usageErrorf("%v", err)
-		}
-		name = sel
-	}
-	if name != "" {
-		c, err := loadContext(name)
-		if err != nil {
-			return usageErrorf("%v", err)
-		}
-		o.contextName = name
-		fill := func(field *string, v string) {
-			if *field == "" {
-				*field = v
-			}
-		}
-		fill(&o.server, c.URL)
-		fill(&o.creds, expandHome(c.Creds))
-		fill(&o.nkey, expandHome(c.NKey))
-		fill(&o.user, c.User)
-		fill(&o.password, c.Password)
-		fill(&o.token, c.Token)
-		fill(&o.tlsCert, expandHome(c.Cert))
-		fill(&o.tlsKey, expandHome(c.Key))
-		fill(&o.tlsCA, expandHome(c.CA))
-		fill(&o.inboxPrefix, c.InboxPrefix)
-		o.tlsFirst = c.TLSFirst
-		if c.NSCLookup != "" && o.creds == "" {
-			return usageErrorf("nats context %q: nsc lookups (nsc: %s) are not supported by nqctl: set \"creds\" to the credentials file", name, c.NSCLookup)
-		}
-	}
-	if strings.TrimSpace(o.server) == "" {
-		o.server = nats.DefaultURL
-	}
+	o.server, o.creds, o.nkey, o.user, o.password, o.token = c.Servers, c.Creds, c.NKey, c.User, c.Password, c.Token
+	o.tlsCert, o.tlsKey, o.tlsCA = c.TLSCert, c.TLSKey, c.TLSCA
+	o.contextName, o.inboxPrefix, o.tlsFirst = c.Context, c.InboxPrefix, c.TLSFirst
 	for _, f := range []struct{ flag, path string }{
 		{"--creds", o.creds}, {"--nkey", o.nkey}, {"--tls-cert", o.tlsCert}, {"--tls-key", o.tlsKey}, {"--tls-ca", o.tlsCA},
 	} {
@@ -169,38 +117,24 @@ func (o *connOptions) resolve() error {
 	return nil
 }
 
-// natsOptions are the nats.go options for o.
+// config is o as a client.ConnConfig.
+func (o *connOptions) config() *client.ConnConfig {
+	return &client.ConnConfig{
+		Servers: o.server, Creds: o.creds, NKey: o.nkey, User: o.user, Password: o.password, Token: o.token,
+		TLSCert: o.tlsCert, TLSKey: o.tlsKey, TLSCA: o.tlsCA, TLSFirst: o.tlsFirst, InboxPrefix: o.inboxPrefix,
+		Context: o.context, Name: "nqctl",
+	}
+}
+
+// natsOptions are the nats.go options for o (resolved).
 func (o *connOptions) natsOptions() ([]nats.Option, error) {
-	opts := []nats.Option{nats.Name("nqctl"), nats.Timeout(min(o.timeout, 5*time.Second))}
-	if o.creds != "" {
-		opts = append(opts, nats.UserCredentials(o.creds))
+	c := o.config()
+	c.Context = o.contextName
+	opts, err := c.Options()
+	if err != nil {
+		return nil, usageErrorf("%v", err)
 	}
-	if o.nkey != "" {
-		opt, err := nats.NkeyOptionFromSeed(o.nkey)
-		if err != nil {
-			return nil, usageErrorf("--nkey: %v", err)
-		}
-		opts = append(opts, opt)
-	}
-	if o.user != "" {
-		opts = append(opts, nats.UserInfo(o.user, o.password))
-	}
-	if o.token != "" {
-		opts = append(opts, nats.Token(o.token))
-	}
-	if o.tlsCert != "" {
-		opts = append(opts, nats.ClientCert(o.tlsCert, o.tlsKey))
-	}
-	if o.tlsCA != "" {
-		opts = append(opts, nats.RootCAs(o.tlsCA))
-	}
-	if o.tlsFirst {
-		opts = append(opts, nats.TLSHandshakeFirst())
-	}
-	if o.inboxPrefix != "" {
-		opts = append(opts, nats.CustomInboxPrefix(o.inboxPrefix))
-	}
-	return opts, nil
+	return append(opts, nats.Timeout(min(o.timeout, 5*time.Second))), nil
 }
 
 // connect resolves o and connects to NATS. A failure to connect is a
@@ -222,90 +156,6 @@ func (o *connOptions) connect() (*nats.Conn, error) {
 		return nil, connErrorf("connect to %s: %v", where, err)
 	}
 	return nc, nil
-}
-
-// natsContext is a nats CLI context file,
-// <config>/nats/context/<name>.json. Only the fields nqctl uses are read.
-type natsContext struct {
-	Description string `json:"description"`
-	URL         string `json:"url"`
-	Token       string `json:"token"`
-	User        string `json:"user"`
-	Password    string `json:"password"`
-	Creds       string `json:"creds"`
-	NKey        string `json:"nkey"`
-	Cert        string `json:"cert"`
-	Key         string `json:"key"`
-	CA          string `json:"ca"`
-	NSCLookup   string `json:"nsc"`
-	InboxPrefix string `json:"inbox_prefix"`
-	TLSFirst    bool   `json:"tls_first"`
-}
-
-// natsConfigDir is where the nats CLI keeps its configuration:
-// $XDG_CONFIG_HOME/nats, else ~/.config/nats (on every OS, like the nats
-// CLI).
-func natsConfigDir() (string, error) {
-	if x := os.Getenv("XDG_CONFIG_HOME"); x != "" {
-		return filepath.Join(x, "nats"), nil
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("nats contexts: %v", err)
-	}
-	return filepath.Join(home, ".config", "nats"), nil
-}
-
-// selectedContext returns the nats CLI's selected context (context.txt),
-// or "" when none is selected.
-func selectedContext() (string, error) {
-	dir, err := natsConfigDir()
-	if err != nil {
-		return "", nil // no home directory: no context either
-	}
-	data, err := os.ReadFile(filepath.Join(dir, "context.txt"))
-	if errors.Is(err, os.ErrNotExist) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("selected nats context: %v", err)
-	}
-	return strings.TrimSpace(string(data)), nil
-}
-
-// loadContext reads the nats CLI context name.
-func loadContext(name string) (*natsContext, error) {
-	if name == "" || strings.ContainsAny(name, `/\`) || strings.HasPrefix(name, ".") {
-		return nil, fmt.Errorf("nats context %q: not a valid context name", name)
-	}
-	dir, err := natsConfigDir()
-	if err != nil {
-		return nil, err
-	}
-	path := filepath.Join(dir, "context", name+".json")
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("nats context %q: %s does not exist (list contexts with: nats context ls)", name, path)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("nats context %q: %v", name, err)
-	}
-	var c natsContext
-	if err := json.Unmarshal(data, &c); err != nil {
-		return nil, fmt.Errorf("nats context %q: %s: %v", name, path, err)
-	}
-	return &c, nil
-}
-
-// expandHome replaces a leading ~ with the home directory, as the nats CLI
-// does for the file paths in a context.
-func expandHome(p string) string {
-	if p == "~" || strings.HasPrefix(p, "~/") {
-		if home, err := os.UserHomeDir(); err == nil {
-			return filepath.Join(home, p[1:])
-		}
-	}
-	return p
 }
 
 // redactURLs hides passwords in a comma-separated list of NATS URLs.

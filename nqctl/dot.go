@@ -493,7 +493,7 @@ func (sh *shell) dotDatabases(ctx context.Context, args []string) error {
 	}
 	seen := map[string][]string{}
 	for _, st := range stats {
-		seen[st.db] = append(seen[st.db], st.node)
+		seen[st.DB] = append(seen[st.DB], st.Node)
 	}
 	var dbs []string
 	for db := range seen {
@@ -548,9 +548,9 @@ func (sh *shell) dotStatus(ctx context.Context, args []string) error {
 		var names []string
 		var maxLag uint64
 		for _, st := range stats {
-			if st.db == sh.s.db {
-				names = append(names, st.node)
-				maxLag = max(maxLag, st.lag)
+			if st.DB == sh.s.db {
+				names = append(names, st.Node)
+				maxLag = max(maxLag, st.Lag)
 			}
 		}
 		fmt.Fprintf(w, "nodes:     %d serving %s (%s), max lag %d\n", len(names), sh.s.db, strings.Join(names, ", "), maxLag)

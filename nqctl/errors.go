@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/nqlite/nqlite/service/client"
 )
 
 // Exit codes of nqctl.
@@ -54,13 +56,9 @@ var errUsagePrinted = &exitError{code: exitUsage}
 // errHelp reports that -h or --help was given: usage was printed, exit 0.
 var errHelp = errors.New("help requested")
 
-// errNoNode is returned when NATS has no responder for the database's
-// subject.
-var errNoNode = errors.New("no nqlite node serves this database")
-
 // isConnError reports whether err means nqctl cannot reach a node at all.
 func isConnError(err error) bool {
-	return errors.Is(err, errNoNode) || errors.Is(err, nats.ErrConnectionClosed) ||
+	return errors.Is(err, client.ErrNoNode) || errors.Is(err, nats.ErrConnectionClosed) ||
 		errors.Is(err, nats.ErrNoServers) || errors.Is(err, nats.ErrDisconnected)
 }
 

@@ -356,43 +356,9 @@ func caretLines(sql string, line, col int) string {
 // send makes one request to nqlite.query.<db> and returns the raw
 // response body and its decoding. wait bounds the whole exchange.
 func send(ctx context.Context, nc *nats.Conn, db string, req *client.Request, wait time.Duration) ([]byte, *api.Response, error) {
-	payload := req.Encode()
-	if limit := nc.MaxPayload(); limit > 0 && int64(len(payload)) > limit {
-		return nil, nil, &payloadError{size: len(payload), max: limit}
-	}
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	msg, err := nc.RequestWithContext(ctx, "nqlite.query."+db, payload)
-	if err != nil {
-		switch {
-		case errors.Is(err, nats.ErrNoResponders):
-			return nil, nil, fmt.Errorf("%w %q (no responders on nqlite.query.%s): is a node running with --db %s?", errNoNode, db, db, db)
-		case errors.Is(err, context.DeadlineExceeded):
-			return nil, nil, fmt.Errorf("no response within %v: the request may or may not have been applied", wait)
-		case errors.Is(err, context.Canceled):
-			return nil, nil, errors.New("interrupted: the request may or may not have been applied")
-		}
-		return nil, nil, fmt.Errorf("request: %w", err)
-	}
-	code := 0
-	if h := msg.Header.Get("Nats-Service-Error-Code"); h != "" {
-		code, _ = strconv.Atoi(h)
-	}
-	resp, err := api.DecodeResponse(msg.Data, code)
-	if err != nil {
-		return nil, nil, err
-	}
-	return msg.Data, resp, nil
-}
-
-// payloadError is a request too large for the NATS connection.
-type payloadError struct {
-	size int
-	max  int64
-}
-
-func (e *payloadError) Error() string {
-	return fmt.Sprintf("the request is %d bytes, over the NATS max payload of %d bytes", e.size, e.max)
+	return client.New(nc).Send(ctx, db, client.QueryEndpoint, req.Encode(), req.TimeoutMS)
 }
 
 // requestError words a request-level failure for the person running
@@ -415,7 +381,7 @@ func requestError(err error, ch chunk, before int, several bool) string {
 	if ae != nil && ae.Code != 0 {
 		msg = fmt.Sprintf("%s (code %d)", msg, ae.Code)
 	}
-	var pe *payloadError
+	var pe *client.PayloadError
 	if errors.As(err, &pe) {
 		if ch.tx {
 			msg += ": the statements form one transaction (BEGIN ... COMMIT), which nqctl sends as one request; split the transaction, or remove BEGIN and COMMIT to load in chunks"

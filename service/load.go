@@ -19,8 +19,8 @@ import (
 )
 
 // LoadSubject returns the subject that replaces database db with an object
-// of the Object Store: nqlite.load.<db>.
-func LoadSubject(db string) string { return "nqlite.load." + db }
+// of the Object Store (see api.LoadSubject).
+func LoadSubject(db string) string { return api.LoadSubject(db) }
 
 // LoadRequest is the body of a nqlite.load.<db> request.
 type LoadRequest = api.LoadRequest

@@ -12,28 +12,31 @@
 // See DESIGN.md beside this file for the trade-offs.
 package service
 
-import "github.com/nqlite/nqlite/apply"
+import (
+	"github.com/nqlite/nqlite/apply"
+	"github.com/nqlite/nqlite/service/api"
+)
 
 // Version is the semantic version the node registers with micro.
 const Version = "0.1.0"
 
 // ServiceName is the micro service name every node registers.
-const ServiceName = "nqlite"
+const ServiceName = api.ServiceName
 
 // QueueGroup is the micro queue group of every endpoint: a request goes to
 // exactly one node (the nearest, by NATS queue-group routing).
-const QueueGroup = "nqlite"
+const QueueGroup = api.QueueGroup
 
 // QuerySubject returns the request subject of database db:
 // nqlite.query.<db>.
-func QuerySubject(db string) string { return "nqlite.query." + db }
+func QuerySubject(db string) string { return api.QuerySubject(db) }
 
 // ReadSubject returns the read-only request subject of database db:
 // nqlite.read.<db>. Requests there never write: a statement that would is
 // refused with 403 before anything is published, so operators can grant
 // read-only access with NATS subject permissions (allow nqlite.read.>,
 // deny nqlite.query.>).
-func ReadSubject(db string) string { return "nqlite.read." + db }
+func ReadSubject(db string) string { return api.ReadSubject(db) }
 
 // MaxStatements is the most statements one request may hold.
 const MaxStatements = 10000
@@ -48,7 +51,7 @@ const (
 
 // EntrySubject returns the subject entries of db are published on:
 // nqlite.entry.<db>. Operators may deny clients publishing to nqlite.entry.>.
-func EntrySubject(db string) string { return "nqlite.entry." + db }
+func EntrySubject(db string) string { return api.EntrySubject(db) }
 
 // StreamName returns the JetStream stream of db: NQLITE_<db>.
-func StreamName(db string) string { return "NQLITE_" + db }
+func StreamName(db string) string { return api.StreamName(db) }

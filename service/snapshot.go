@@ -42,9 +42,9 @@ func (c *SnapshotConfig) defaults() {
 	}
 }
 
-// SnapshotSubject returns the subject that takes a snapshot of db now:
-// nqlite.snapshot.<db>.
-func SnapshotSubject(db string) string { return "nqlite.snapshot." + db }
+// SnapshotSubject returns the subject that takes a snapshot of db now (see
+// api.SnapshotSubject).
+func SnapshotSubject(db string) string { return api.SnapshotSubject(db) }
 
 // prepareLocal makes sure the local file of d can be opened and followed
 // before apply.Open: a file that fails PRAGMA quick_check is moved aside

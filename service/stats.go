@@ -2,37 +2,12 @@ package service
 
 import (
 	"context"
+	"github.com/nqlite/nqlite/service/api"
 	"time"
 )
 
-// Stats is the endpoint data in micro STATS replies.
-type Stats struct {
-	DB            string `json:"db"`
-	Node          string `json:"node"`
-	Applied       uint64 `json:"applied_seq"`
-	StreamLastSeq uint64 `json:"stream_last_seq"`
-	Lag           uint64 `json:"lag"`
-	Skipped       uint64 `json:"skipped"`
-	Waiting       int64  `json:"waiting"` // requests waiting for this node to apply a sequence
-	// State is "serving", or "restoring" while the node replaces its
-	// database with a snapshot (requests get 503 meanwhile).
-	State string `json:"state"`
-	// SnapshotSeq is the sequence of the latest stored snapshot this node
-	// knows of (0: none).
-	SnapshotSeq uint64 `json:"snapshot_seq"`
-	// Restores counts restores from a snapshot while running (self-healing
-	// after a purge), since start.
-	Restores uint64 `json:"restores"`
-	// ForeignSQLite counts entries applied since start that a node on
-	// another SQLite version accepted (apply.DB.ForeignSQLite).
-	ForeignSQLite uint64 `json:"foreign_sqlite"`
-	// StreamAgeMS is how old the stream state above is, in milliseconds:
-	// STATS reports what the node last learned of the stream (from
-	// deliveries, acknowledgements, strong reads, a refresh it starts
-	// when the state is over a second old) and never waits for JetStream.
-	StreamAgeMS int64  `json:"stream_age_ms"`
-	StreamError string `json:"stream_error,omitempty"`
-}
+// Stats is the endpoint data in micro STATS replies (see api.Stats).
+type Stats = api.Stats
 
 func (n *Node) stats(d *database) Stats {
 	s := Stats{DB: d.name, Node: n.cfg.NodeID, Applied: d.db.Applied(), Skipped: d.db.Skipped(), Waiting: d.db.Waiting(),

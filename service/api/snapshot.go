@@ -23,6 +23,15 @@ type SnapshotReply struct {
 	Taken bool `json:"taken"`
 }
 
+// SnapshotRequest is the body of a nqlite.snapshot.<db> request (an empty
+// body is the zero value): the node first waits until it has applied
+// AfterSeq, so the snapshot holds it; TimeoutMS bounds the request in
+// milliseconds (default 10 minutes).
+type SnapshotRequest struct {
+	AfterSeq  uint64 `json:"after_seq,omitempty"`
+	TimeoutMS int    `json:"timeout_ms,omitempty"`
+}
+
 // LoadRequest is the body of a nqlite.load.<db> request: the object (a
 // SQLite file, or SQL text with SQL true) already uploaded to Bucket, and
 // its digest as the Object Store reports it ("SHA-256=...").

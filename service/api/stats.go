@@ -1,0 +1,41 @@
+package api
+
+// Stats is the endpoint data of a node's reply to a micro STATS request
+// ($SRV.STATS.nqlite): one per endpoint, describing its database. Nodes
+// fill it (package service); clients decode it (service/client, nqctl).
+//
+// Sequences are JetStream stream sequences of the database's stream
+// (StreamName).
+type Stats struct {
+	DB            string `json:"db"`
+	Node          string `json:"node"`
+	Applied       uint64 `json:"applied_seq"`
+	StreamLastSeq uint64 `json:"stream_last_seq"`
+	// Lag is StreamLastSeq - Applied (0 when the node is ahead of the
+	// stream info it read).
+	Lag     uint64 `json:"lag"`
+	Skipped uint64 `json:"skipped"` // stream messages that were not valid entries, skipped
+	Waiting int64  `json:"waiting"` // requests waiting for this node to apply a sequence
+	// State is "serving"; "restoring" while the node replaces its
+	// database with a snapshot; "incompatible" once it met an entry of a
+	// newer format (it stopped applying: upgrade it). Requests get 503 in
+	// every state but serving. Nodes older than snapshots leave it empty.
+	State string `json:"state"`
+	// SnapshotSeq is the sequence of the latest stored snapshot this node
+	// knows of (0: none).
+	SnapshotSeq uint64 `json:"snapshot_seq"`
+	// Restores counts restores from a snapshot while running (self-healing
+	// after a purge), since start.
+	Restores uint64 `json:"restores"`
+	// ForeignSQLite counts entries applied since start that a node on
+	// another SQLite version accepted (see Rolling upgrades in the README).
+	ForeignSQLite uint64 `json:"foreign_sqlite"`
+	// StreamAgeMS is how old StreamLastSeq is, in milliseconds (-1: never
+	// read): a node reports the stream state it already knows (from
+	// deliveries, acknowledgements, strong reads, a background refresh
+	// when it is over a second old) and never waits for JetStream.
+	StreamAgeMS int64 `json:"stream_age_ms"`
+	// StreamError is set when the node's last refresh of the stream state
+	// failed.
+	StreamError string `json:"stream_error,omitempty"`
+}
