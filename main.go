@@ -190,7 +190,13 @@ func run(args []string) error {
 	}
 	log.Info("nqlite node serving", "node", c.nodeID, "dbs", c.dbs.String(), "subjects", "nqlite.query.<db>", "version", service.Version)
 	<-ctx.Done()
-	log.Info("stopping: draining requests and finishing the batch being applied")
+	stop() // a second signal ends the process at once (Go's default action)
+	log.Info("stopping: draining requests and interrupting the batch being applied (a second signal exits at once)")
+	watchdog := time.AfterFunc(10*time.Second, func() {
+		log.Error("stop took over 10s: exiting now (the database is safe: the entry being applied is applied again at start)")
+		os.Exit(1)
+	})
+	defer watchdog.Stop()
 	return node.Stop()
 }
 
@@ -255,6 +261,9 @@ func connect(c config, url string, ns *server.Server, log *slog.Logger) (*nats.C
 		nats.Name("nqlite " + c.nodeID),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
+		// An edge that boots while its NATS is unreachable still starts (and
+		// serves a local copy offline); the connection is made when it can be.
+		nats.RetryOnFailedConnect(true),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("NATS disconnected", "err", err)
@@ -290,6 +299,9 @@ func connect(c config, url string, ns *server.Server, log *slog.Logger) (*nats.C
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS %s: %w", url, err)
+	}
+	if !nc.IsConnected() {
+		log.Warn("NATS is not reachable yet: retrying in the background (check --nats-url and credentials if this lasts)", "url", url)
 	}
 	return nc, nil
 }

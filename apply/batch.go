@@ -348,6 +348,9 @@ func (db *DB) applyStatement(r *entryRun, j int, res *api.Result) (*txLost, erro
 	stack := &r.stack
 	st := &r.e.Statements[j]
 	cs, err := w.prepare(st.SQL)
+	if errors.Is(err, ErrLocal) {
+		return nil, err
+	}
 	if err != nil {
 		res.Error = errorText(err)
 		return nil, nil
@@ -435,6 +438,10 @@ func (db *DB) applyStatement(r *entryRun, j int, res *api.Result) (*txLost, erro
 		r.read = max(r.read+steps, r.budget.Steps+1) // later reads fail at once
 		r.readFailed = true
 		return nil, nil
+	}
+	if stepErr != nil && localFailure(stepErr) {
+		// Not the statement's outcome: this node's disk, file or memory.
+		return nil, localError(j, stepErr)
 	}
 	if stepErr != nil {
 		msg := sqlErrorText(stepErr, st.SQL)

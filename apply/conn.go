@@ -6,11 +6,28 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/nqlite/nqlite/service/api"
 	"modernc.org/libc"
 	"zombiezen.com/go/sqlite"
 )
+
+// connMu works around a race in zombiezen v1.4.2: Conn.Close frees the
+// sqlite3 handle first and then deletes the authorizer registered under
+// its address, so a connection opened meanwhile at the same address (the
+// allocator reuses it) lost its authorizer and the next prepare crashed
+// (seen under the race detector). Every Close in this package and every
+// SetAuthorizer hold connMu, so an authorizer is registered only after the
+// close that freed its address finished.
+var connMu sync.Mutex
+
+// closeSQLite closes c under connMu (see connMu).
+func closeSQLite(c *sqlite.Conn) error {
+	connMu.Lock()
+	defer connMu.Unlock()
+	return c.Close()
+}
 
 // stmtCacheSize is how many prepared statements each connection keeps.
 const stmtCacheSize = 256
@@ -50,7 +67,10 @@ func newConn(c *sqlite.Conn) (*conn, error) {
 	c.Limit(sqlite.LimitAttached, 0)
 	c.Limit(sqlite.LimitWorkerThreads, 0)
 	rec := &recorder{}
-	if err := c.SetAuthorizer(rec); err != nil {
+	connMu.Lock()
+	err := c.SetAuthorizer(rec)
+	connMu.Unlock()
+	if err != nil {
 		return nil, err
 	}
 	tls, h := connHandles(c)
@@ -84,6 +104,9 @@ func (c *conn) prepare(sql string) (*cachedStmt, error) {
 		return nil, cs.info.denied
 	}
 	if err != nil {
+		if localFailure(err) {
+			return nil, fmt.Errorf("%w: prepare: %s", ErrLocal, sqlErrorText(err, sql))
+		}
 		return nil, &StmtError{Msg: sqlErrorText(err, sql)}
 	}
 	if stmt == nil {
@@ -148,7 +171,7 @@ func (c *conn) close() error {
 	}
 	c.lru.Init()
 	c.cache = map[string]*list.Element{}
-	return c.c.Close()
+	return closeSQLite(c.c)
 }
 
 // exec runs nqlite's own statement (no results) with the reserved-table

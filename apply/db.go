@@ -24,6 +24,12 @@ type Options struct {
 	Readers int
 	// Logger receives skipped entries and apply errors (default slog.Default()).
 	Logger *slog.Logger
+	// MaxPages, when set, is the most pages the database file may hold
+	// (PRAGMA max_page_count on the apply connection). Reaching it is a
+	// local failure like a full disk (see ErrLocal): the node stops
+	// applying until it is reopened with room. It bounds a node's disk use,
+	// and lets tests make a disk full.
+	MaxPages int64
 	// Loader fetches the objects of load entries (nqctl restore); without
 	// one, a load entry stops the apply with an error.
 	Loader Loader
@@ -33,10 +39,11 @@ type Options struct {
 // connection that alone writes it, a pool of read-only connections for
 // local reads, and the applied stream sequence.
 type DB struct {
-	path   string
-	node   string
-	log    *slog.Logger
-	loader Loader
+	path     string
+	node     string
+	maxPages int64
+	log      *slog.Logger
+	loader   Loader
 
 	w      *conn        // the apply connection: only the apply goroutine uses it
 	meter  *meter       // counts entries' budgets on w
@@ -89,7 +96,7 @@ func Open(path string, opts Options) (*DB, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	db := &DB{path: path, node: opts.Node, log: opts.Logger, loader: opts.Loader, advanced: make(chan struct{}),
+	db := &DB{path: path, node: opts.Node, maxPages: opts.MaxPages, log: opts.Logger, loader: opts.Loader, advanced: make(chan struct{}),
 		waiters: make(map[string]chan Outcome), nread: opts.Readers, logged: map[string]bool{}}
 	if err := db.open(); err != nil {
 		db.Close()
@@ -105,7 +112,7 @@ func (db *DB) open() error {
 	}
 	wc.SetBusyTimeout(10 * time.Second)
 	if db.w, err = newConn(wc); err != nil {
-		wc.Close()
+		closeSQLite(wc)
 		return err
 	}
 	for _, q := range []string{
@@ -122,6 +129,11 @@ func (db *DB) open() error {
 		"INSERT OR IGNORE INTO _nqlite_meta(key, value) VALUES('applied_seq', 0)",
 	} {
 		if err := db.w.exec(q); err != nil {
+			return err
+		}
+	}
+	if db.maxPages > 0 {
+		if err := db.w.exec(fmt.Sprintf("PRAGMA max_page_count=%d", db.maxPages)); err != nil {
 			return err
 		}
 	}
@@ -150,7 +162,7 @@ func (db *DB) open() error {
 		rc.SetBusyTimeout(5 * time.Second)
 		c, err := newConn(rc)
 		if err != nil {
-			rc.Close()
+			closeSQLite(rc)
 			return err
 		}
 		if err := c.exec("PRAGMA query_only=1"); err != nil {
@@ -355,12 +367,15 @@ func (db *DB) Close() error {
 func (db *DB) closeConns() error {
 	var errs []error
 	if db.readers != nil {
+		deadline := time.After(5 * time.Second)
+	readers:
 		for i := 0; i < db.nopen; i++ {
 			select {
 			case c := <-db.readers:
 				errs = append(errs, c.close())
-			case <-time.After(10 * time.Second):
-				errs = append(errs, errors.New("a read connection was not returned within 10s"))
+			case <-deadline:
+				errs = append(errs, errors.New("a read connection was not returned within 5s"))
+				break readers
 			}
 		}
 	}
@@ -368,7 +383,7 @@ func (db *DB) closeConns() error {
 		for _, s := range db.hstmts {
 			s.Finalize()
 		}
-		errs = append(errs, db.helper.Close())
+		errs = append(errs, closeSQLite(db.helper))
 	}
 	if db.meter != nil {
 		db.meter.remove()

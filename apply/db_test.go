@@ -197,3 +197,42 @@ func TestDB_DeterministicFunctions(t *testing.T) {
 		t.Fatalf("'now': got %v, want the entry time 2023-11-14 22:13:20", a[2:])
 	}
 }
+
+// A full disk (here: the file's page limit) is this node's failure, not
+// the entry's: the batch is rolled back, ApplyBatch returns ErrLocal, and
+// nothing is recorded; with room again the entry applies as anywhere else.
+func TestDB_LocalFailureIsNotAnOutcome(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "full.sqlite")
+	open := func(maxPages int64) *DB {
+		db, err := Open(path, Options{Node: "n1", Readers: 1, MaxPages: maxPages})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return db
+	}
+	db := open(0)
+	applyOutcome(t, db, 1, entry(0, 0, false, "CREATE TABLE t(x)"))
+	db.Close()
+	db = open(8) // about 32 KB: the entry below needs more
+	big := entry(0, 0, false, "INSERT INTO t VALUES('small')", "INSERT INTO t VALUES(zeroblob(200000))", "INSERT INTO t VALUES('after')")
+	err := db.ApplyBatch(context.Background(), []Msg{{Seq: 2, Data: big}})
+	if !errors.Is(err, ErrLocal) {
+		t.Fatalf("got %v, want ErrLocal", err)
+	}
+	if got := db.Applied(); got != 1 {
+		t.Fatalf("applied %d after a full disk, want 1", got)
+	}
+	db.Close()
+	db = open(0)
+	defer db.Close()
+	res := applyOutcome(t, db, 2, big)
+	for i, r := range res {
+		if r.Error != "" {
+			t.Fatalf("with room, statement %d: %s", i+1, r.Error)
+		}
+	}
+	if got := read(t, db, "SELECT count(*) FROM t"); got[0][0] != int64(3) {
+		t.Fatalf("rows: %v, want 3", got)
+	}
+}

@@ -237,7 +237,7 @@ func prepareFile(path, wal string, seq uint64) (err error) {
 		return fmt.Errorf("%w: not a usable SQLite database: %v", ErrLoadInvalid, err)
 	}
 	defer func() {
-		if cerr := c.Close(); err == nil && cerr != nil {
+		if cerr := closeSQLite(c); err == nil && cerr != nil {
 			err = fmt.Errorf("close: %w", cerr)
 		}
 	}()

@@ -33,7 +33,7 @@ func (db *DB) Snapshot(ctx context.Context, dst string) (SnapshotInfo, error) {
 	if err != nil {
 		return SnapshotInfo{}, fmt.Errorf("snapshot: %w", err)
 	}
-	defer c.Close()
+	defer closeSQLite(c)
 	c.SetInterrupt(ctx.Done())
 	if err := sqlitex.ExecuteTransient(c, "VACUUM INTO ?", &sqlitex.ExecOptions{Args: []any{dst}}); err != nil {
 		os.Remove(dst)
@@ -59,7 +59,7 @@ func ReadSnapshotInfo(path string) (SnapshotInfo, error) {
 	if err != nil {
 		return info, fmt.Errorf("%s: %w", path, err)
 	}
-	defer c.Close()
+	defer closeSQLite(c)
 	check := ""
 	err = sqlitex.ExecuteTransient(c, "PRAGMA quick_check", &sqlitex.ExecOptions{ResultFunc: func(s *sqlite.Stmt) error {
 		if check == "" {

@@ -20,6 +20,12 @@ import (
 // budget travels in the entry) and moves on; a 100k-row INSERT ... SELECT
 // passes, and the three database files end byte-identical.
 func TestCluster_Budget(t *testing.T) {
+	if raceDetector {
+		// Tens of millions of SQLite steps on three nodes in one process:
+		// minutes under the race detector. The budget's own race-relevant
+		// code runs in apply's tests.
+		t.Skip("skipped under the race detector (runs in go test ./...)")
+	}
 	servers := servicetest.StartCluster(t, 3)
 	budget := map[string]uint64{"n1": 4_000_000, "n2": 5_000_000, "n3": 6_000_000}
 	const maxBytes = 16 << 20

@@ -30,7 +30,7 @@ func (n *Node) register() error {
 			&endpoint{name: "read_" + d.name, subject: ReadSubject(d.name), db: d,
 				metadata: map[string]string{"db": d.name, "read_only": "true"},
 				handle:   func(r *request) { n.serve(d, r, true) }})
-		if n.snaps != nil {
+		if !n.cfg.Snapshot.Disabled {
 			eps = append(eps,
 				&endpoint{name: "snapshot_" + d.name, subject: SnapshotSubject(d.name), db: d,
 					metadata: map[string]string{"db": d.name}, handle: n.snapshotHandler(d)},

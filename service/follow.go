@@ -18,13 +18,13 @@ import (
 func (n *Node) follow(d *database) error {
 	failures := 0
 	for {
-		err := d.str.Follow(n.ctx, d.db.Applied()+1, stream.FollowOptions{}, n.applyFunc(d))
-		if !stream.IsGap(err) || n.snaps == nil || n.ctx.Err() != nil {
+		err := d.stream().Follow(n.ctx, d.db.Applied()+1, stream.FollowOptions{}, n.applyFunc(d))
+		if !stream.IsGap(err) || n.store() == nil || n.ctx.Err() != nil {
 			return err
 		}
 		d.setState(restoring)
 		n.log.Warn("entries this node needs were purged: restoring from the snapshot", "db", d.name, "err", err)
-		_, rerr := n.snaps.Restore(n.ctx, d.name, d.db)
+		_, rerr := n.store().Restore(n.ctx, d.name, d.db)
 		d.setState(serving)
 		if rerr == nil {
 			d.restores.Add(1)
@@ -61,9 +61,13 @@ func (n *Node) applyFunc(d *database) stream.ApplyFunc {
 			batch = append(batch, apply.Msg{Seq: m.Seq, Data: m.Data})
 		}
 		delay := 100 * time.Millisecond
-		for {
+		for attempt := 1; ; attempt++ {
 			err := d.db.ApplyBatch(ctx, batch)
 			if err == nil || errors.Is(err, apply.ErrClosed) || ctx.Err() != nil {
+				if err == nil && d.getState() == failing {
+					d.setState(serving)
+					n.log.Info("applying again", "db", d.name, "seq", batch[len(batch)-1].Seq)
+				}
 				return err
 			}
 			var inc *apply.IncompatibleError
@@ -75,7 +79,16 @@ func (n *Node) applyFunc(d *database) stream.ApplyFunc {
 				<-ctx.Done()
 				return ctx.Err()
 			}
-			n.log.Error("apply failed, retrying", "db", d.name, "err", err)
+			// A full disk, an I/O error, a file locked by another process:
+			// never an outcome (apply.ErrLocal), so the node stops here,
+			// says so and retries until the cause is gone.
+			d.failure.Store(err.Error())
+			d.setState(failing)
+			level := slog.LevelWarn
+			if attempt >= 3 {
+				level = slog.LevelError
+			}
+			n.log.Log(ctx, level, "cannot apply entries: retrying; requests get 503 meanwhile", "db", d.name, "seq", batch[0].Seq, "attempt", attempt, "retry_in", delay, "err", err)
 			select {
 			case <-ctx.Done():
 				return ctx.Err()

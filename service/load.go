@@ -32,7 +32,7 @@ type LoadReply = api.LoadReply
 // snapshot once it covers a load entry whose object was deleted.
 func (n *Node) loader(d *database) apply.Loader {
 	return func(ctx context.Context, seq uint64, l *apply.Load, dir string) (string, bool, error) {
-		return n.snaps.FetchLoad(ctx, n.js, d.name, seq, l, dir)
+		return n.store().FetchLoad(ctx, n.js, d.name, seq, l, dir)
 	}
 }
 
@@ -69,6 +69,9 @@ func (n *Node) loadHandler(d *database) func(*request) {
 //  3. it publishes the load entry, waits for this node to apply it, and
 //     records the entry's sequence on the load object (MetaLoadSeq).
 func (n *Node) load(d *database, data []byte) (*LoadReply, error) {
+	if n.store() == nil || d.stream() == nil {
+		return nil, errOffline(d, "a load needs JetStream")
+	}
 	var req LoadRequest
 	if err := json.Unmarshal(data, &req); err != nil {
 		return nil, api.Errorf(api.CodeBadRequest, "load request: %v (want {\"bucket\", \"object\", \"digest\", \"sql\"})", err)
@@ -92,7 +95,7 @@ func (n *Node) load(d *database, data []byte) (*LoadReply, error) {
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, time.Duration(req.TimeoutMS)*time.Millisecond)
 	defer cancel()
-	release, err := n.snaps.ClaimLoad(ctx, d.name)
+	release, err := n.store().ClaimLoad(ctx, d.name)
 	if errors.Is(err, snapshot.ErrLoadBusy) {
 		return nil, api.Errorf(api.CodeUnavailable, "another load of %s is in progress: retry once it is done", d.name)
 	}
@@ -148,7 +151,7 @@ func (n *Node) load(d *database, data []byte) (*LoadReply, error) {
 		}
 	}
 	if managed(e.Load.Object) {
-		if err := n.snaps.MarkLoad(ctx, e.Load.Object, resp.Seq); err != nil {
+		if err := n.store().MarkLoad(ctx, e.Load.Object, resp.Seq); err != nil {
 			n.log.Warn("record the load entry on its object (it stays in the bucket)", "db", d.name, "seq", resp.Seq, "err", err)
 		}
 	}

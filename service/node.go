@@ -54,15 +54,16 @@ type Config struct {
 
 // Node serves databases over NATS.
 type Node struct {
-	cfg   Config
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	proto *protocol // the endpoints and the service protocol (micro.go)
-	log   *slog.Logger
-	dbs   map[string]*database
-	subj  map[string]*database // endpoint subject -> database
-	snaps *snapshot.Store      // nil when snapshots are disabled
-	bg    sync.WaitGroup       // snapshot loops
+	cfg    Config
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	proto  *protocol // the endpoints and the service protocol (micro.go)
+	log    *slog.Logger
+	dbs    map[string]*database
+	subj   map[string]*database           // endpoint subject -> database
+	snaps  atomic.Pointer[snapshot.Store] // nil while JetStream was not reached, or snapshots are disabled
+	snapMu sync.Mutex                     // serializes opening snaps
+	bg     sync.WaitGroup                 // snapshot loops
 
 	ctx      context.Context // cancelled by Stop: ends followers and requests
 	cancel   context.CancelFunc
@@ -80,6 +81,9 @@ const (
 	serving      state = iota
 	restoring          // replacing its file with a snapshot: requests get 503
 	incompatible       // met an entry of a newer format: requests get 503 until upgraded
+	offline            // JetStream not reached since start: level none reads are served from the local copy, the rest gets 503
+	failing            // applying fails for a reason of this node's (disk full, I/O): requests get 503, apply retries
+	starting           // no local copy yet: waiting for JetStream
 )
 
 func (s state) String() string {
@@ -90,6 +94,12 @@ func (s state) String() string {
 		return "restoring"
 	case incompatible:
 		return "incompatible"
+	case offline:
+		return "offline"
+	case failing:
+		return "failing"
+	case starting:
+		return "starting"
 	}
 	return fmt.Sprintf("state(%d)", int32(s))
 }
@@ -97,24 +107,47 @@ func (s state) String() string {
 // database is one database served by this node: the state machine (apply)
 // and the stream it follows.
 type database struct {
-	name     string
-	db       *apply.DB
-	str      *stream.Stream
-	done     chan error    // follower's result
-	state    atomic.Int32  // a state
-	lastSnap atomic.Uint64 // sequence of the latest stored snapshot known here
-	restores atomic.Uint64 // restores from a snapshot while running
+	name      string
+	path      string
+	db        *apply.DB                     // set before the database is served
+	str       atomic.Pointer[stream.Stream] // nil until JetStream was reached
+	connected chan struct{}                 // closed once str is set
+	ready     chan struct{}                 // closed once caught up with the stream as it was when reached
+	done      chan error                    // run's result
+	state     atomic.Int32                  // a state
+	lastSnap  atomic.Uint64                 // sequence of the latest stored snapshot known here
+	restores  atomic.Uint64                 // restores from a snapshot while running
 
+	failure    atomic.Value // string: why applying fails (state failing)
 	refreshing atomic.Bool  // a background stream-state refresh runs
 	streamErr  atomic.Value // string: the last refresh's error, "" if none
 }
 
-func (d *database) getState() state  { return state(d.state.Load()) }
-func (d *database) setState(s state) { d.state.Store(int32(s)) }
+func (d *database) getState() state { return state(d.state.Load()) }
+
+// stream returns d's stream, nil while JetStream was not reached.
+func (d *database) stream() *stream.Stream { return d.str.Load() }
+
+// store returns the snapshot store, nil while JetStream was not reached or
+// when snapshots are disabled.
+func (n *Node) store() *snapshot.Store { return n.snaps.Load() }
+func (d *database) setState(s state)   { d.state.Store(int32(s)) }
 
 // errRestoring answers requests while the database is being replaced by a
 // snapshot.
 var errRestoring = api.Errorf(api.CodeUnavailable, "this node is restoring its database from a snapshot: retry shortly, or ask another node")
+
+// errOffline answers what needs JetStream while the node has not reached
+// it since start (what says what was not done).
+func errOffline(d *database, what string) error {
+	return api.Errorf(api.CodeUnavailable, "this node has not reached JetStream since it started (serving its local copy of %s offline, level none reads only): %s; retry later or ask another node", d.name, what)
+}
+
+// errFailing answers requests while this node cannot apply entries.
+func errFailing(d *database) error {
+	msg, _ := d.failure.Load().(string)
+	return api.Errorf(api.CodeUnavailable, "this node cannot apply entries of %s (%s) and retries; its copy is behind: ask another node", d.name, msg)
+}
 
 // errIncompatible answers requests once the node met an entry it cannot
 // apply (a newer entry format).
@@ -178,27 +211,11 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*Node, error) {
 			}
 		}()
 	}
-	if !cfg.Snapshot.Disabled {
-		for {
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			n.snaps, err = snapshot.Open(cctx, js, snapshot.Options{Node: cfg.NodeID, Replicas: cfg.Replicas, Logger: cfg.Logger})
-			cancel()
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				n.Stop()
-				return nil, fmt.Errorf("snapshot store: %w", err)
-			}
-			n.log.Info("waiting for JetStream", "bucket", snapshot.Bucket, "err", err)
-			time.Sleep(250 * time.Millisecond)
-		}
-	}
 	for _, name := range cfg.Databases {
 		if _, dup := n.dbs[name]; dup {
 			continue
 		}
-		d, err := n.openDatabase(ctx, name)
+		d, err := n.openDatabase(name)
 		if err != nil {
 			n.Stop()
 			return nil, err
@@ -208,6 +225,12 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*Node, error) {
 		n.subj[ReadSubject(name)] = d
 		n.subj[SnapshotSubject(name)] = d
 		n.subj[LoadSubject(name)] = d
+	}
+	for _, name := range cfg.Databases {
+		if err := n.awaitStart(ctx, n.dbs[name]); err != nil {
+			n.Stop()
+			return nil, err
+		}
 	}
 	if err := n.register(); err != nil {
 		n.Stop()
@@ -221,55 +244,174 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*Node, error) {
 	return n, nil
 }
 
-// openDatabase opens the stream and the SQLite file of database name,
-// starts following the stream and waits until the node has applied what
-// the stream held at start-up.
-func (n *Node) openDatabase(ctx context.Context, name string) (*database, error) {
-	d := &database{name: name, done: make(chan error, 1)}
-	var err error
-	d.str, err = stream.Open(ctx, n.js, stream.Config{
-		Name:        StreamName(name),
-		Subject:     EntrySubject(name),
-		Description: "nqlite entries of database " + name,
+// OfflineGrace is how long Start waits for JetStream before it serves a
+// database it holds a local copy of offline: level none reads from the
+// copy, 503 for the rest, until JetStream is reached (the node then
+// catches up by itself). A database without a local copy waits for
+// JetStream however long it takes.
+const OfflineGrace = 3 * time.Second
+
+// openDatabase opens the local copy of database name if it holds a
+// usable one (state offline until JetStream is reached) and starts run,
+// which reaches the stream, restores or rebuilds the file if needed, and
+// follows the stream.
+func (n *Node) openDatabase(name string) (*database, error) {
+	d := &database{name: name, path: filepath.Join(n.cfg.DataDir, name+".sqlite"),
+		connected: make(chan struct{}), ready: make(chan struct{}), done: make(chan error, 1)}
+	d.setState(starting)
+	if _, err := apply.ReadSnapshotInfo(d.path); err == nil {
+		db, err := apply.Open(d.path, n.applyOptions(d))
+		if err != nil {
+			return nil, err
+		}
+		d.db = db
+		d.setState(offline)
+	}
+	go func() { d.done <- n.run(d) }()
+	return d, nil
+}
+
+func (n *Node) applyOptions(d *database) apply.Options {
+	opts := apply.Options{Node: n.cfg.NodeID, Readers: n.cfg.Readers, Logger: n.log.With("db", d.name)}
+	if !n.cfg.Snapshot.Disabled {
+		opts.Loader = n.loader(d)
+	}
+	return opts
+}
+
+// awaitStart waits until d may be served: caught up with its stream as it
+// was when reached, or, holding a local copy, JetStream not reached within
+// OfflineGrace. ctx bounds the wait.
+func (n *Node) awaitStart(ctx context.Context, d *database) error {
+	var grace <-chan time.Time
+	if d.db != nil {
+		t := time.NewTimer(OfflineGrace)
+		defer t.Stop()
+		grace = t.C
+	} else {
+		n.log.Info("waiting for JetStream: no local copy of the database to serve meanwhile", "db", d.name, "stream", StreamName(d.name))
+	}
+	for {
+		select {
+		case <-d.ready:
+			return nil
+		case <-d.connected:
+			grace = nil // reached: catch up before serving
+		case <-grace:
+			n.log.Warn("JetStream not reachable: serving the local copy offline (level none reads); writes and strong reads get 503 until it is reached", "db", d.name, "applied", d.db.Applied())
+			return nil
+		case err := <-d.done:
+			d.done <- err // for Stop
+			if err == nil {
+				err = errors.New("stopped")
+			}
+			return fmt.Errorf("database %s: %w", d.name, err)
+		case <-ctx.Done():
+			return fmt.Errorf("start %s: %w", d.name, ctx.Err())
+		}
+	}
+}
+
+// openStore opens the snapshot store once (retrying until ctx is done);
+// nil when snapshots are disabled.
+func (n *Node) openStore(ctx context.Context) (*snapshot.Store, error) {
+	if n.cfg.Snapshot.Disabled {
+		return nil, nil
+	}
+	n.snapMu.Lock()
+	defer n.snapMu.Unlock()
+	if s := n.store(); s != nil {
+		return s, nil
+	}
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		s, err := snapshot.Open(cctx, n.js, snapshot.Options{Node: n.cfg.NodeID, Replicas: n.cfg.Replicas, Logger: n.log})
+		cancel()
+		if err == nil {
+			n.snaps.Store(s)
+			return s, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		n.log.Info("waiting for JetStream", "bucket", snapshot.Bucket, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// run reaches d's stream (waiting for JetStream as long as it takes),
+// rebuilds a missing or unreadable local file, starts the snapshot loop
+// and follows the stream until the node stops.
+func (n *Node) run(d *database) error {
+	str, err := stream.Open(n.ctx, n.js, stream.Config{
+		Name:        StreamName(d.name),
+		Subject:     EntrySubject(d.name),
+		Description: "nqlite entries of database " + d.name,
 		Replicas:    n.cfg.Replicas,
 		Duplicates:  n.cfg.Duplicates,
 		Logger:      n.log,
 	})
+	if n.ctx.Err() != nil {
+		return nil
+	}
 	if err != nil {
-		return nil, err
+		return err
 	}
-	bounds, err := d.str.Bounds(ctx)
+	store, err := n.openStore(n.ctx)
+	if n.ctx.Err() != nil {
+		return nil
+	}
 	if err != nil {
-		return nil, err
+		return err
 	}
-	path := filepath.Join(n.cfg.DataDir, name+".sqlite")
-	if err := n.prepareLocal(ctx, d, path, bounds.FirstSeq); err != nil {
-		return nil, err
+	var bounds stream.State
+	for {
+		cctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+		bounds, err = str.Bounds(cctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		n.log.Info("waiting for JetStream", "stream", str.Name(), "err", err)
+		select {
+		case <-n.ctx.Done():
+			return nil
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
-	opts := apply.Options{Node: n.cfg.NodeID, Readers: n.cfg.Readers, Logger: n.log.With("db", name)}
-	if n.snaps != nil {
-		opts.Loader = n.loader(d)
+	if d.db == nil {
+		if err := n.prepareLocal(n.ctx, d, d.path, bounds.FirstSeq); err != nil {
+			return err
+		}
+		db, err := apply.Open(d.path, n.applyOptions(d))
+		if err != nil {
+			return err
+		}
+		d.db = db
+	} else if store == nil && bounds.FirstSeq > d.db.Applied()+1 {
+		return fmt.Errorf("the stream starts at %d, this node has applied %d, and snapshots are disabled: cannot rebuild", bounds.FirstSeq, d.db.Applied())
 	}
-	d.db, err = apply.Open(path, opts)
-	if err != nil {
-		return nil, err
-	}
-	if n.snaps != nil {
-		if m, err := n.snaps.Latest(ctx, name); err == nil {
+	d.str.Store(str)
+	d.setState(serving)
+	close(d.connected)
+	if store != nil {
+		if m, err := store.Latest(n.ctx, d.name); err == nil {
 			d.lastSnap.Store(m.Seq)
 		}
 		n.bg.Add(1)
 		go n.snapshotLoop(d)
 	}
-	go func() { d.done <- n.follow(d) }()
-	n.log.Info("catching up", "db", name, "applied", d.db.Applied(), "stream_last_seq", bounds.LastSeq)
-	if err := d.db.WaitApplied(ctx, bounds.LastSeq); err != nil {
-		n.cancel()
-		<-d.done
-		d.db.Close()
-		return nil, fmt.Errorf("catch up %s to sequence %d: %w", name, bounds.LastSeq, err)
-	}
-	return d, nil
+	n.log.Info("catching up", "db", d.name, "applied", d.db.Applied(), "stream_last_seq", bounds.LastSeq)
+	go func() {
+		if d.db.WaitApplied(n.ctx, bounds.LastSeq) == nil {
+			close(d.ready)
+		}
+	}()
+	return n.follow(d)
 }
 
 // DB returns the apply.DB of database name, or nil.
@@ -288,24 +430,41 @@ func (n *Node) ID() string { return n.cfg.NodeID }
 func (n *Node) Stop() error {
 	var errs []error
 	n.stopOnce.Do(func() {
+		// Every step is bounded, so Stop ends within about 10 s in every
+		// state: NATS unreachable, an endless entry being applied (its
+		// context interrupts it and rolls it back), a stalled download.
 		if n.proto != nil {
 			errs = append(errs, n.stopEndpoints())
 			// Once the server has our unsubscribe, it routes no more requests
 			// here; requests it already sent are forwarded to other nodes.
-			n.nc.Flush()
+			n.nc.FlushTimeout(time.Second)
 		}
 		n.mu.Lock()
 		n.stopping = true
 		n.mu.Unlock()
-		waitTimeout(&n.inflight, 10*time.Second)
+		waitTimeout(&n.inflight, 4*time.Second)
 		close(n.work)
 		n.cancel()
-		n.bg.Wait()
+		bg := make(chan struct{})
+		go func() { n.bg.Wait(); close(bg) }()
+		deadline := time.After(3 * time.Second)
+		select {
+		case <-bg:
+		case <-deadline:
+			errs = append(errs, errors.New("a snapshot did not stop within 3s"))
+		}
 		for _, d := range n.dbs {
-			if err := <-d.done; err != nil {
-				errs = append(errs, err)
+			select {
+			case err := <-d.done:
+				if err != nil {
+					errs = append(errs, err)
+				}
+			case <-deadline:
+				errs = append(errs, fmt.Errorf("database %s: the apply loop did not stop in time", d.name))
 			}
-			errs = append(errs, d.db.Close())
+			if d.db != nil {
+				errs = append(errs, d.db.Close())
+			}
 		}
 	})
 	return errors.Join(errs...)

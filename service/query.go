@@ -19,6 +19,8 @@ func (n *Node) handle(d *database, data []byte, start time.Time, readOnly bool) 
 		return nil, errRestoring
 	case incompatible:
 		return nil, errIncompatible
+	case failing:
+		return nil, errFailing(d)
 	}
 	if len(req.Statements) > MaxStatements {
 		return nil, api.Errorf(api.CodeBadRequest, "the request holds %d statements, over the limit of %d: split it", len(req.Statements), MaxStatements)
@@ -38,7 +40,9 @@ func (n *Node) handle(d *database, data []byte, start time.Time, readOnly bool) 
 		// up with the stream as it is now and classify again, rather than
 		// answer from a stale schema or send a read into the stream.
 		plan.Close()
-		if b, err := d.str.Bounds(ctx); err == nil && b.LastSeq > d.db.Applied() {
+		if str := d.stream(); str == nil {
+			// Offline: nothing to catch up with now.
+		} else if b, err := str.Bounds(ctx); err == nil && b.LastSeq > d.db.Applied() {
 			if err := d.db.WaitApplied(ctx, b.LastSeq); err != nil {
 				return nil, api.Errorf(api.CodeTimeout, "a statement cannot be prepared on this node, which has applied up to sequence %d and did not reach the stream's %d within timeout_ms %d", d.db.Applied(), b.LastSeq, req.TimeoutMS)
 			}
@@ -71,7 +75,11 @@ func (n *Node) handle(d *database, data []byte, start time.Time, readOnly bool) 
 func (n *Node) waitConsistency(ctx context.Context, d *database, req *api.Request) error {
 	target := req.AfterSeq
 	if req.Level == api.LevelStrong {
-		b, err := d.str.Bounds(ctx)
+		str := d.stream()
+		if str == nil {
+			return errOffline(d, "level strong needs the stream's last sequence")
+		}
+		b, err := str.Bounds(ctx)
 		if err != nil {
 			return api.Errorf(api.CodeUnavailable, "level strong needs the stream's last sequence, but JetStream is unreachable: %v", err)
 		}

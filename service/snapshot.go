@@ -75,13 +75,13 @@ func (n *Node) prepareLocal(ctx context.Context, d *database, path string, first
 	if exists && !behind {
 		return nil
 	}
-	if n.snaps == nil {
+	if n.store() == nil {
 		if behind {
 			return fmt.Errorf("database %s: the stream starts at %d, this node has applied %d, and snapshots are disabled: cannot rebuild", d.name, firstSeq, applied)
 		}
 		return nil
 	}
-	tmp, meta, err := n.snaps.Fetch(ctx, d.name, filepath.Dir(path))
+	tmp, meta, err := n.store().Fetch(ctx, d.name, filepath.Dir(path))
 	if errors.Is(err, snapshot.ErrNoSnapshot) {
 		if behind {
 			return fmt.Errorf("database %s: the stream starts at %d, this node has applied %d, and no snapshot is stored: cannot rebuild", d.name, firstSeq, applied)
@@ -153,10 +153,10 @@ func (n *Node) snapshotLoop(d *database) {
 // takeSnapshot stores a snapshot of d if it is newer than the stored one,
 // then purges the entries it covers (keeping Retain).
 func (n *Node) takeSnapshot(ctx context.Context, d *database) (*snapshot.Meta, bool, error) {
-	if n.snaps == nil {
+	if n.store() == nil {
 		return nil, false, api.Errorf(api.CodeUnavailable, "snapshots are disabled on this node")
 	}
-	meta, taken, err := n.snaps.Take(ctx, d.name, d.db, n.cfg.DataDir)
+	meta, taken, err := n.store().Take(ctx, d.name, d.db, n.cfg.DataDir)
 	if err != nil {
 		return nil, false, err
 	}
@@ -182,7 +182,7 @@ func (n *Node) purge(ctx context.Context, d *database, seq uint64) (uint64, erro
 	if seq <= retain+1 {
 		return 0, nil
 	}
-	return d.str.PurgeBelow(ctx, seq-retain)
+	return d.stream().PurgeBelow(ctx, seq-retain)
 }
 
 // SnapshotReply is the reply of nqlite.snapshot.<db>.

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"github.com/nqlite/nqlite/service/api"
+	"github.com/nqlite/nqlite/service/stream"
 	"time"
 )
 
@@ -10,9 +11,17 @@ import (
 type Stats = api.Stats
 
 func (n *Node) stats(d *database) Stats {
+	if d.db == nil {
+		return Stats{DB: d.name, Node: n.cfg.NodeID, State: d.getState().String()}
+	}
 	s := Stats{DB: d.name, Node: n.cfg.NodeID, Applied: d.db.Applied(), Skipped: d.db.Skipped(), Waiting: d.db.Waiting(),
 		State: d.getState().String(), SnapshotSeq: d.lastSnap.Load(), Restores: d.restores.Load(), ForeignSQLite: d.db.ForeignSQLite()}
-	st, at := d.str.Cached()
+	var st stream.State
+	var at time.Time
+	str := d.stream()
+	if str != nil {
+		st, at = str.Cached()
+	}
 	s.StreamLastSeq = max(st.LastSeq, s.Applied)
 	s.Lag = s.StreamLastSeq - s.Applied
 	if at.IsZero() {
@@ -23,15 +32,15 @@ func (n *Node) stats(d *database) Stats {
 	if e, _ := d.streamErr.Load().(string); e != "" {
 		s.StreamError = e
 	}
-	if at.IsZero() || time.Since(at) > time.Second {
-		n.refreshBounds(d)
+	if str != nil && (at.IsZero() || time.Since(at) > time.Second) {
+		n.refreshBounds(str, d)
 	}
 	return s
 }
 
 // refreshBounds asks JetStream for d's stream state in the background, one
 // request at a time, for the next STATS.
-func (n *Node) refreshBounds(d *database) {
+func (n *Node) refreshBounds(str *stream.Stream, d *database) {
 	if !d.refreshing.CompareAndSwap(false, true) {
 		return
 	}
@@ -39,7 +48,7 @@ func (n *Node) refreshBounds(d *database) {
 		defer d.refreshing.Store(false)
 		ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
 		defer cancel()
-		if _, err := d.str.Bounds(ctx); err != nil {
+		if _, err := str.Bounds(ctx); err != nil {
 			d.streamErr.Store(err.Error())
 		} else {
 			d.streamErr.Store("")

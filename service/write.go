@@ -43,7 +43,11 @@ func (n *Node) submit(ctx context.Context, d *database, e *apply.Entry, req *api
 		defer stopWaiting()
 		outcome = ch
 	}
-	ack, err := d.str.Append(ctx, data, req.ID)
+	str := d.stream()
+	if str == nil {
+		return nil, errOffline(d, "the write was not stored")
+	}
+	ack, err := str.Append(ctx, data, req.ID)
 	switch {
 	case errors.Is(err, stream.ErrNoResponders):
 		return nil, unreachable(d)
@@ -82,7 +86,7 @@ func (n *Node) submit(ctx context.Context, d *database, e *apply.Entry, req *api
 // drops the hub's interest with the link), instead of waiting out the
 // request's timeout.
 func unreachable(d *database) error {
-	return api.Errorf(api.CodeUnavailable, "JetStream is unreachable: no server answers for stream %s on %s (is the leaf node's link to its hub down?); the write was not stored", d.str.Name(), d.str.Subject())
+	return api.Errorf(api.CodeUnavailable, "JetStream is unreachable: no server answers for stream %s on %s (is the leaf node's link to its hub down?); the write was not stored", StreamName(d.name), EntrySubject(d.name))
 }
 
 // awaitUnacked waits, until the request's deadline, for this node to apply
