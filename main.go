@@ -64,6 +64,7 @@ type config struct {
 	tlsCert    string
 	tlsKey     string
 	jsDomain   string
+	jsSync     string
 	leafURLs   listFlag
 	leafCreds  string
 	logLevel   string
@@ -98,6 +99,7 @@ func run(args []string) error {
 	fs.StringVar(&c.tlsCA, "tls-ca", "", "CA certificate to verify the NATS server")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "client certificate for NATS TLS")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "client key for NATS TLS")
+	fs.StringVar(&c.jsSync, "js-sync", "always", "when the embedded nats-server fsyncs stored messages: always (an acknowledged write survives a power cut) or an interval such as 2m (JetStream's default: faster, a power cut may lose the last interval's writes)")
 	fs.StringVar(&c.jsDomain, "js-domain", "", "JetStream domain (for leaf-node deployments)")
 	fs.Var(&c.leafURLs, "leaf-remote", "hub URL to join as a leaf node (repeatable, or comma separated): the embedded nats-server has no JetStream of its own and the node uses the hub's, in --js-domain")
 	fs.StringVar(&c.leafCreds, "leaf-creds", "", "credentials file for the leaf-node connection to the hub")
@@ -206,6 +208,17 @@ func startEmbedded(c config) (*server.Server, error) {
 		JetStream:  true,
 		StoreDir:   filepath.Join(c.dataDir, "jetstream"),
 		NoSigs:     true,
+	}
+	// Durable by default: fsync every stored message before its ack
+	// (nats-server's sync_interval: always), as a Raft log does.
+	if c.jsSync == "always" {
+		opts.SyncAlways = true
+	} else {
+		d, err := time.ParseDuration(c.jsSync)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("--js-sync %q: want always or a positive duration such as 2m", c.jsSync)
+		}
+		opts.SyncInterval = d
 	}
 	if c.jsDomain != "" {
 		opts.JetStreamDomain = c.jsDomain
