@@ -79,11 +79,11 @@ func (n *Node) waitConsistency(ctx context.Context, d *database, req *api.Reques
 		if str == nil {
 			return errOffline(d, "level strong needs the stream's last sequence")
 		}
-		b, err := str.Bounds(ctx)
+		last, err := str.LastSeq(ctx)
 		if err != nil {
 			return api.Errorf(api.CodeUnavailable, "level strong needs the stream's last sequence, but JetStream is unreachable: %v", err)
 		}
-		target = max(target, b.LastSeq)
+		target = max(target, last)
 	}
 	if target == 0 || d.db.Applied() >= target {
 		return nil

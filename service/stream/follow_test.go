@@ -466,3 +466,40 @@ func TestStream_AppendNotStored(t *testing.T) {
 		t.Fatalf("got %v, want ErrNoResponders (ErrNotStored)", err)
 	}
 }
+
+// Strong reads share stream info requests, and each still sees every
+// message acknowledged before it began.
+func TestStream_LastSeqShared(t *testing.T) {
+	url, _ := startServer(t)
+	s, _ := openStream(t, url)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 400)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				ack, err := s.Append(ctx, []byte("m"), "")
+				if err != nil {
+					errs <- err
+					return
+				}
+				last, err := s.LastSeq(ctx)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if last < ack.Seq {
+					errs <- fmt.Errorf("LastSeq %d after the ack of %d", last, ack.Seq)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}

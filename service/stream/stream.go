@@ -50,6 +50,10 @@ type Stream struct {
 	mu     sync.Mutex
 	state  State     // the latest stream state seen
 	seenAt time.Time // when state was read; zero: never
+
+	lsMu       sync.Mutex   // LastSeq's shared requests (lastseq.go)
+	lsInflight *lastSeqCall // the request in flight
+	lsNext     *lastSeqCall // the one to send when it returns
 }
 
 // State is what the stream held when it was last asked.
