@@ -109,7 +109,8 @@ func (s state) String() string {
 type database struct {
 	name      string
 	path      string
-	db        *apply.DB                     // set before the database is served
+	db        *apply.DB                     // set before the database is served (by run when !local)
+	local     bool                          // a usable local copy was opened at start
 	str       atomic.Pointer[stream.Stream] // nil until JetStream was reached
 	connected chan struct{}                 // closed once str is set
 	ready     chan struct{}                 // closed once caught up with the stream as it was when reached
@@ -264,7 +265,7 @@ func (n *Node) openDatabase(name string) (*database, error) {
 		if err != nil {
 			return nil, err
 		}
-		d.db = db
+		d.db, d.local = db, true
 		d.setState(offline)
 	}
 	go func() { d.done <- n.run(d) }()
@@ -284,7 +285,7 @@ func (n *Node) applyOptions(d *database) apply.Options {
 // OfflineGrace. ctx bounds the wait.
 func (n *Node) awaitStart(ctx context.Context, d *database) error {
 	var grace <-chan time.Time
-	if d.db != nil {
+	if d.local {
 		t := time.NewTimer(OfflineGrace)
 		defer t.Stop()
 		grace = t.C
@@ -459,11 +460,11 @@ func (n *Node) Stop() error {
 				if err != nil {
 					errs = append(errs, err)
 				}
+				if d.db != nil { // run has returned: d.db is settled
+					errs = append(errs, d.db.Close())
+				}
 			case <-deadline:
-				errs = append(errs, fmt.Errorf("database %s: the apply loop did not stop in time", d.name))
-			}
-			if d.db != nil {
-				errs = append(errs, d.db.Close())
+				errs = append(errs, fmt.Errorf("database %s: the apply loop did not stop in time; its file is left to the process exit", d.name))
 			}
 		}
 	})
