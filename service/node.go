@@ -114,11 +114,11 @@ func (d *database) setState(s state) { d.state.Store(int32(s)) }
 
 // errRestoring answers requests while the database is being replaced by a
 // snapshot.
-var errRestoring = api.Errorf(api.CodeUnavailable, "this node is restoring its database from a snapshot: retry shortly, or ask another node")
+var errRestoring = api.NewError(api.KindRestoring, "this node is restoring its database from a snapshot: retry shortly, or ask another node")
 
 // errIncompatible answers requests once the node met an entry it cannot
 // apply (a newer entry format).
-var errIncompatible = api.Errorf(api.CodeUnavailable, "this node met a stream entry of a newer format than it can apply and stopped applying this database: upgrade this node (see Rolling upgrades in the README), or ask another node")
+var errIncompatible = api.NewError(api.KindIncompatible, "this node met a stream entry of a newer format than it can apply and stopped applying this database: upgrade this node (see Rolling upgrades in the README), or ask another node")
 
 // Start creates or updates each database's stream, opens its SQLite file,
 // resumes applying from the stored sequence, waits until the node has

@@ -48,19 +48,19 @@ func (n *Node) submit(ctx context.Context, d *database, e *apply.Entry, req *api
 	case errors.Is(err, stream.ErrNoResponders):
 		return nil, unreachable(d)
 	case errors.Is(err, stream.ErrNotStored):
-		return nil, api.Errorf(api.CodeUnavailable, "JetStream did not store the write: %v", err)
+		return nil, api.NewError(api.KindNotStored, "JetStream did not store the write: %v", err)
 	case errors.Is(err, stream.ErrUnknown) && ctx.Err() != nil:
-		return nil, api.Errorf(api.CodeUnavailable, "JetStream did not acknowledge the write within timeout_ms %d; it may or may not be stored: retry with the same id to be safe", req.TimeoutMS)
+		return nil, api.NewError(api.KindUnknown, "JetStream did not acknowledge the write within timeout_ms %d; it may or may not be stored: retry with the same id to be safe", req.TimeoutMS)
 	case errors.Is(err, stream.ErrUnknown) && outcome != nil:
 		// The connection dropped before the ack: the entry may be stored
 		// all the same, and then this node applies it once reconnected.
 		return awaitUnacked(ctx, req, outcome, err)
 	case err != nil:
-		return nil, api.Errorf(api.CodeUnavailable, "JetStream did not acknowledge the write (%v); it may or may not be stored: retry with the same id to be safe", err)
+		return nil, api.NewError(api.KindUnknown, "JetStream did not acknowledge the write (%v); it may or may not be stored: retry with the same id to be safe", err)
 	}
 	if ack.Duplicate {
 		if err := d.db.WaitApplied(ctx, ack.Seq); err != nil {
-			return nil, api.Errorf(api.CodeTimeout, "duplicate of entry %d, which this node has not applied within timeout_ms %d", ack.Seq, req.TimeoutMS)
+			return nil, stored(ack.Seq, "duplicate of entry %d, which is stored and will be applied, but this node has not applied it within timeout_ms %d: read with after_seq %d to see it", ack.Seq, req.TimeoutMS, ack.Seq)
 		}
 		return &api.Response{Results: []api.Result{}, Seq: ack.Seq, Duplicate: true, Format: req.Format}, nil
 	}
@@ -71,8 +71,16 @@ func (n *Node) submit(ctx context.Context, d *database, e *apply.Entry, req *api
 	case o := <-outcome:
 		return &api.Response{Results: o.Results, Seq: o.Seq, Format: req.Format}, nil
 	case <-ctx.Done():
-		return nil, api.Errorf(api.CodeTimeout, "entry %d is stored and will be applied, but this node did not apply it within timeout_ms %d: read with after_seq %d to see it", ack.Seq, req.TimeoutMS, ack.Seq)
+		return nil, stored(ack.Seq, "entry %d is stored and will be applied, but this node did not apply it within timeout_ms %d: read with after_seq %d to see it", ack.Seq, req.TimeoutMS, ack.Seq)
 	}
+}
+
+// stored is the error of a write stored as entry seq that this node did
+// not apply in time: api.KindStored with its seq.
+func stored(seq uint64, format string, args ...any) *api.Error {
+	e := api.NewError(api.KindStored, format, args...)
+	e.Seq = seq
+	return e
 }
 
 // unreachable is the error of a write that NATS could not deliver to any
@@ -82,7 +90,7 @@ func (n *Node) submit(ctx context.Context, d *database, e *apply.Entry, req *api
 // drops the hub's interest with the link), instead of waiting out the
 // request's timeout.
 func unreachable(d *database) error {
-	return api.Errorf(api.CodeUnavailable, "JetStream is unreachable: no server answers for stream %s on %s (is the leaf node's link to its hub down?); the write was not stored", d.str.Name(), d.str.Subject())
+	return api.NewError(api.KindNotStored, "JetStream is unreachable: no server answers for stream %s on %s (is the leaf node's link to its hub down?); the write was not stored", d.str.Name(), d.str.Subject())
 }
 
 // awaitUnacked waits, until the request's deadline, for this node to apply
@@ -93,6 +101,6 @@ func awaitUnacked(ctx context.Context, req *api.Request, outcome <-chan apply.Ou
 	case o := <-outcome:
 		return &api.Response{Results: o.Results, Seq: o.Seq, Format: req.Format}, nil
 	case <-ctx.Done():
-		return nil, api.Errorf(api.CodeUnavailable, "JetStream did not acknowledge the write (%v) and this node has not applied it within timeout_ms %d; it may or may not be stored: retry with the same id to be safe", cause, req.TimeoutMS)
+		return nil, api.NewError(api.KindUnknown, "JetStream did not acknowledge the write (%v) and this node has not applied it within timeout_ms %d; it may or may not be stored: retry with the same id to be safe", cause, req.TimeoutMS)
 	}
 }
