@@ -53,7 +53,7 @@ func (db *DB) Prepare(ctx context.Context, stmts []api.Statement) (*Plan, error)
 		}
 		if ae, ok := err.(*api.Error); ok {
 			p.Close()
-			return nil, &api.Error{Code: ae.Code, Message: fmt.Sprintf("statement %d: %s", i+1, ae.Message)}
+			return nil, &api.Error{Code: ae.Code, Kind: ae.Kind, Message: fmt.Sprintf("statement %d: %s", i+1, ae.Message)}
 		}
 		if err != nil {
 			p.errs[i] = err
@@ -156,7 +156,7 @@ func (p *Plan) Run(ctx context.Context, maxBytes int) ([]api.Result, uint64, err
 		}
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, 0, api.Errorf(api.CodeTimeout, "statement %d interrupted: request timed out", i+1)
+				return nil, 0, api.NewError(api.KindReadTimeout, "statement %d interrupted: the request timed out while it read", i+1)
 			}
 			results[i] = api.Result{Error: sqlErrorText(err, cs.sql)}
 		}
@@ -239,7 +239,7 @@ func (db *DB) takeReader(ctx context.Context) (*conn, chan *conn, error) {
 	case c := <-readers:
 		return c, readers, nil
 	case <-ctx.Done():
-		return nil, nil, api.Errorf(api.CodeTimeout, "no read connection became free before the request timed out")
+		return nil, nil, api.NewError(api.KindReadTimeout, "no read connection became free before the request timed out; nothing was published")
 	}
 }
 

@@ -3,9 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/nqlite/nqlite/service/api"
 	"github.com/nqlite/nqlite/service/client"
 )
 
@@ -77,7 +79,8 @@ func exitCode(err error) int {
 	return exitFailed
 }
 
-// errorMessage is the text to print for err, "" when already printed.
+// errorMessage is the text to print for err, "" when already printed. A
+// request-level error names its code: "error (not_stored): ...".
 func errorMessage(err error) string {
 	if err == nil {
 		return ""
@@ -86,7 +89,32 @@ func errorMessage(err error) string {
 	if errors.As(err, &ee) {
 		return ee.msg
 	}
-	return err.Error()
+	return withKind(err, err.Error())
+}
+
+// kindTag names the kind of the request-level error in err: its code
+// ("not_stored", see the README's request-level errors table) or, from a
+// node older than the codes, its number; "" when err holds no *api.Error.
+func kindTag(err error) string {
+	var ae *api.Error
+	switch {
+	case !errors.As(err, &ae):
+		return ""
+	case ae.Kind != "":
+		return string(ae.Kind)
+	case ae.Code != 0:
+		return strconv.Itoa(ae.Code)
+	}
+	return ""
+}
+
+// withKind prefixes msg, the text of err, with err's kind:
+// "error (not_stored): msg"; msg alone when err holds no *api.Error.
+func withKind(err error, msg string) string {
+	if tag := kindTag(err); tag != "" {
+		return "error (" + tag + "): " + msg
+	}
+	return msg
 }
 
 // wrapErr prefixes err's message and keeps its exit code: 3 for a

@@ -182,7 +182,7 @@ func TestStatementError(t *testing.T) {
 
 	// A request-level failure (a policy violation) exits 1 too.
 	o = nqctl(t, nil, "--server", url, "ATTACH DATABASE 'x.db' AS x")
-	if o.code != exitFailed || !strings.Contains(o.stderr, "ATTACH and DETACH are not allowed") || !strings.Contains(o.stderr, "code 403") {
+	if o.code != exitFailed || !strings.Contains(o.stderr, "ATTACH and DETACH are not allowed") || !strings.HasPrefix(o.stderr, "nqctl: error (forbidden): ") {
 		t.Errorf("request error: exit %d, stderr %q", o.code, o.stderr)
 	}
 }

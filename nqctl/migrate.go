@@ -263,7 +263,7 @@ func applyMigration(ctx context.Context, s *session, table string, m migration) 
 	}
 	_, resp, _, err := s.do(ctx, s.request(stmts, reqOptions{transaction: true}))
 	if err != nil {
-		msg := requestError(err, chunk{stmts: make([]string, len(stmts))}, 0, false)
+		msg := withKind(err, requestError(err, chunk{stmts: make([]string, len(stmts))}, 0, false))
 		if isConnError(err) {
 			return migrationOutcome{}, connErrorf("migrate: %s: %s", m.name, msg)
 		}

@@ -177,7 +177,7 @@ func (s *session) run(ctx context.Context, stmts []stmt, o runOptions) error {
 		}
 		raw, resp, rtt, err := s.do(ctx, s.request(sts, o.req))
 		if err != nil {
-			s.errorf("%s", requestError(err, ch, o.first, len(chunks) > 1))
+			s.requestErrorf(err, requestError(err, ch, o.first, len(chunks) > 1))
 			if o.bail {
 				from := o.first + ch.first + len(ch.stmts) + 1
 				to := o.first + len(stmts)
@@ -222,7 +222,7 @@ func (s *session) runParams(ctx context.Context, st stmt, params []any, ro reqOp
 	req := s.request([]api.Statement{{SQL: st.sql, Params: params}}, ro)
 	raw, resp, rtt, err := s.do(ctx, req)
 	if err != nil {
-		s.errorf("%s", requestError(err, chunk{stmts: []string{st.sql}}, 0, false))
+		s.requestErrorf(err, requestError(err, chunk{stmts: []string{st.sql}}, 0, false))
 		if isConnError(err) {
 			return &exitError{code: exitConn}
 		}
@@ -361,6 +361,22 @@ func send(ctx context.Context, nc *nats.Conn, db string, req *client.Request, wa
 	return client.New(nc).Send(ctx, db, client.QueryEndpoint, req.Encode(), req.TimeoutMS)
 }
 
+// requestErrorf prints msg, the words of request error err, naming err's
+// code: "Error (not_stored): msg" in the shell, "nqctl: error
+// (not_stored): msg" otherwise.
+func (s *session) requestErrorf(err error, msg string) {
+	tag := kindTag(err)
+	switch {
+	case tag == "":
+		s.errorf("%s", msg)
+	case strings.HasPrefix(s.errPrefix, "Error"):
+		s.out.Flush()
+		fmt.Fprintf(s.errw, "Error (%s): %s\n", tag, msg)
+	default:
+		s.errorf("error (%s): %s", tag, msg)
+	}
+}
+
 // requestError words a request-level failure for the person running
 // nqctl: it names the statements the request held when the input was
 // sent in several requests, and renumbers the server's "statement N:"
@@ -377,9 +393,6 @@ func requestError(err error, ch chunk, before int, several bool) string {
 				}
 			}
 		}
-	}
-	if ae != nil && ae.Code != 0 {
-		msg = fmt.Sprintf("%s (code %d)", msg, ae.Code)
 	}
 	var pe *client.PayloadError
 	if errors.As(err, &pe) {

@@ -232,3 +232,18 @@ current level: strong
 		}
 	}
 }
+
+// TestErrorCodes: a request-level error names its code, in the shell
+// ("Error (forbidden): ...") and on the command line ("nqctl: error
+// (read_timeout): ..."), and exits 1.
+func TestErrorCodes(t *testing.T) {
+	url := startNode(t)
+	o, _ := interactive(t, url, "ATTACH 'x.db' AS x;")
+	if want := "Error (forbidden): statement 1: ATTACH and DETACH are not allowed"; o.code != exitFailed || !strings.Contains(o.stderr, want) {
+		t.Errorf("shell: exit %d, stderr %q; want exit 1 and %q", o.code, o.stderr, want)
+	}
+	o = nqctl(t, nil, "--server", url, "--timeout", "200ms", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c")
+	if want := "nqctl: error (read_timeout): statement 1 interrupted"; o.code != exitFailed || !strings.HasPrefix(o.stderr, want) {
+		t.Errorf("command line: exit %d, stderr %q; want exit 1 and %q", o.code, o.stderr, want)
+	}
+}

@@ -146,8 +146,8 @@ func TestCluster_IdenticalFiles(t *testing.T) {
 }
 
 // TestCluster_ReadConsistency holds one node's apply so it lags, then
-// checks level none reads stale data, strong and after_seq reads wait (408
-// within their timeout), and see the write once the node catches up.
+// checks level none reads stale data, strong and after_seq reads wait (504
+// not_reached within their timeout), and see the write once the node catches up.
 func TestCluster_ReadConsistency(t *testing.T) {
 	_, nodes, clients := cluster(t)
 	ok(t, query(t, clients[0], client.Request{Statements: stmts("CREATE TABLE t(x)")}))
@@ -170,8 +170,8 @@ func TestCluster_ReadConsistency(t *testing.T) {
 		{Statements: count.Statements, AfterSeq: w.Seq, TimeoutMS: 100},
 	} {
 		got := fromNode(t, clients[2], r, "n3")
-		if ae, ok := got.err.(*api.Error); !ok || ae.Code != api.CodeTimeout {
-			t.Fatalf("%+v on the held node: got %v, want 408", r, got.err)
+		if ae, ok := got.err.(*api.Error); !ok || ae.Kind != api.KindNotReached || ae.Code != api.CodeGatewayTimeout {
+			t.Fatalf("%+v on the held node: got %v, want 504 not_reached", r, got.err)
 		}
 	}
 	// Consistent reads in flight on every node while n3 is held; at 30

@@ -1,7 +1,7 @@
 package service
 
 import (
-	"strconv"
+	"errors"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -89,17 +89,14 @@ func (n *Node) serve(d *database, r *request, readOnly bool) {
 			}
 			err = api.Errorf(api.CodeTooLarge, "the response is %d bytes (%d rows), over the NATS max payload of %d bytes: select fewer rows or columns (LIMIT/OFFSET)", len(body), rows, limit)
 			if resp.Seq > 0 && !resp.Queued && hasWrite(resp) {
-				err = api.Errorf(api.CodeTooLarge, "the write was applied as entry %d, but its response is %d bytes (%d rows), over the NATS max payload of %d bytes", resp.Seq, len(body), rows, limit)
+				e := api.Errorf(api.CodeTooLarge, "the write was applied as entry %d, but its response is %d bytes (%d rows), over the NATS max payload of %d bytes: do not send it again", resp.Seq, len(body), rows, limit)
+				e.Seq = resp.Seq
+				err = e
 			}
 		}
 	}
 	if err != nil {
-		code := api.ErrorCode(err)
-		msg := err.Error()
-		if code == api.CodeInternal {
-			n.log.Error("request failed", "db", d.name, "err", err)
-		}
-		r.Error(strconv.Itoa(code), msg, api.ErrorBody(msg, n.cfg.NodeID))
+		n.fail(d, r, err)
 		return
 	}
 	if err := r.Respond(body); err != nil {
@@ -115,4 +112,31 @@ func hasWrite(resp *api.Response) bool {
 		}
 	}
 	return false
+}
+
+// fail answers r with err as a request-level error of database d: an
+// *api.Error in err's chain keeps its number, kind, message and seq;
+// any other error is a bug (500 internal) and is logged.
+func (n *Node) fail(d *database, r *request, err error) {
+	var e *api.Error
+	if !errors.As(err, &e) {
+		e = api.NewError(api.KindInternal, "%s", err.Error())
+	} else {
+		c := *e
+		e = &c
+		if e.Kind == "" {
+			// An error made without a kind (api.Errorf with a number
+			// several kinds share) is a bug: no code may be left out.
+			n.log.Error("request error without a code", "db", d.name, "code", e.Code, "err", err)
+			e.Kind = api.KindInternal
+		}
+		if msg := err.Error(); msg != e.Message {
+			e.Message = msg // the context wrapped around it
+		}
+	}
+	if e.Kind == api.KindInternal {
+		n.log.Error("request failed", "db", d.name, "err", err)
+	}
+	e.Node = n.cfg.NodeID
+	r.Error(e)
 }

@@ -70,8 +70,7 @@ func (l *faultLoad) write(tb testing.TB, c *client.Client, w int, key string) bo
 	for {
 		began := time.Now()
 		resp, err := c.Query(context.Background(), "main", req)
-		var ae *api.Error
-		stored := err == nil || (errors.As(err, &ae) && ae.Code == api.CodeTimeout) // 408: stored, not yet applied on that node
+		stored := err == nil || errors.Is(err, client.ErrStored) // stored, not yet applied on that node
 		if stored {
 			if resp != nil {
 				for _, r := range resp.Results {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -43,8 +42,7 @@ func (n *Node) loadHandler(d *database) func(*request) {
 		func() {
 			reply, err := n.load(d, r.Data())
 			if err != nil {
-				code := api.ErrorCode(err)
-				r.Error(strconv.Itoa(code), err.Error(), api.ErrorBody(err.Error(), n.cfg.NodeID))
+				n.fail(d, r, err)
 				return
 			}
 			b, _ := json.Marshal(reply)
@@ -70,7 +68,7 @@ func (n *Node) loadHandler(d *database) func(*request) {
 //     records the entry's sequence on the load object (MetaLoadSeq).
 func (n *Node) load(d *database, data []byte) (*LoadReply, error) {
 	if n.store() == nil || d.stream() == nil {
-		return nil, errOffline(d, "a load needs JetStream")
+		return nil, errOffline(d, api.KindUnavailable, "a load needs JetStream")
 	}
 	var req LoadRequest
 	if err := json.Unmarshal(data, &req); err != nil {
@@ -156,7 +154,10 @@ func (n *Node) load(d *database, data []byte) (*LoadReply, error) {
 		}
 	}
 	if len(resp.Results) == 1 && resp.Results[0].Error != "" {
-		return nil, api.Errorf(api.CodeBadRequest, "entry %d: %s", resp.Seq, resp.Results[0].Error)
+		// Stored and applied alike on every node, which all refused it.
+		e := api.Errorf(api.CodeBadRequest, "entry %d: %s", resp.Seq, resp.Results[0].Error)
+		e.Seq = resp.Seq
+		return nil, e
 	}
 	return &LoadReply{Seq: resp.Seq, Node: n.cfg.NodeID}, nil
 }

@@ -3,12 +3,15 @@ package service
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nuid"
+
+	"github.com/nqlite/nqlite/service/api"
 )
 
 // The node answers the NATS service protocol (ADR-32: $SRV.PING, $SRV.INFO,
@@ -84,17 +87,20 @@ func (r *request) Respond(body []byte) error {
 	return err
 }
 
-// Error answers with the micro error headers (Nats-Service-Error-Code,
-// Nats-Service-Error) and body.
-func (r *request) Error(code, description string, body []byte) error {
+// Error answers with the request-level error e: the micro error headers
+// (Nats-Service-Error-Code: e.Code, Nats-Service-Error: e.Message),
+// Nqlite-Error-Code: e.Kind, and e's body (api.Error.Body).
+func (r *request) Error(e *api.Error) error {
 	var err error
 	r.once.Do(func() {
+		code := strconv.Itoa(e.Code)
 		m := nats.NewMsg(r.msg.Reply)
 		m.Header.Set(micro.ErrorCodeHeader, code)
-		m.Header.Set(micro.ErrorHeader, description)
-		m.Data = body
+		m.Header.Set(micro.ErrorHeader, e.Message)
+		m.Header.Set(api.ErrorKindHeader, string(e.Kind))
+		m.Data = e.Body()
 		err = r.msg.RespondMsg(m)
-		r.ep.record(time.Since(r.start), code+":"+description)
+		r.ep.record(time.Since(r.start), code+":"+e.Message)
 	})
 	return err
 }

@@ -136,12 +136,12 @@ func (d *database) setState(s state)   { d.state.Store(int32(s)) }
 
 // errRestoring answers requests while the database is being replaced by a
 // snapshot.
-var errRestoring = api.Errorf(api.CodeUnavailable, "this node is restoring its database from a snapshot: retry shortly, or ask another node")
+var errRestoring = api.NewError(api.KindRestoring, "this node is restoring its database from a snapshot: retry shortly, or ask another node")
 
 // errOffline answers what needs JetStream while the node has not reached
 // it since start (what says what was not done).
-func errOffline(d *database, what string) error {
-	return api.Errorf(api.CodeUnavailable, "this node has not reached JetStream since it started (serving its local copy of %s offline, level none reads only): %s; retry later or ask another node", d.name, what)
+func errOffline(d *database, kind api.ErrorKind, what string) error {
+	return api.NewError(kind, "this node has not reached JetStream since it started (serving its local copy of %s offline, level none reads only): %s; retry later or ask another node", d.name, what)
 }
 
 // errFailing answers requests while this node cannot apply entries.
@@ -152,7 +152,7 @@ func errFailing(d *database) error {
 
 // errIncompatible answers requests once the node met an entry it cannot
 // apply (a newer entry format).
-var errIncompatible = api.Errorf(api.CodeUnavailable, "this node met a stream entry of a newer format than it can apply and stopped applying this database: upgrade this node (see Rolling upgrades in the README), or ask another node")
+var errIncompatible = api.NewError(api.KindIncompatible, "this node met a stream entry of a newer format than it can apply and stopped applying this database: upgrade this node (see Rolling upgrades in the README), or ask another node")
 
 // Start creates or updates each database's stream, opens its SQLite file,
 // resumes applying from the stored sequence, waits until the node has

@@ -7,8 +7,9 @@ import (
 	"github.com/nqlite/nqlite/service/api"
 )
 
-// handle runs one request and returns its response or an error whose
-// api.ErrorCode is the micro error code.
+// handle runs one request and returns its response or an *api.Error (any
+// other error is answered as internal). Every error before n.write means
+// nothing was published.
 func (n *Node) handle(d *database, data []byte, start time.Time, readOnly bool) (*api.Response, error) {
 	req, err := api.ParseRequest(data)
 	if err != nil {
@@ -44,7 +45,7 @@ func (n *Node) handle(d *database, data []byte, start time.Time, readOnly bool) 
 			// Offline: nothing to catch up with now.
 		} else if b, err := str.Bounds(ctx); err == nil && b.LastSeq > d.db.Applied() {
 			if err := d.db.WaitApplied(ctx, b.LastSeq); err != nil {
-				return nil, api.Errorf(api.CodeTimeout, "a statement cannot be prepared on this node, which has applied up to sequence %d and did not reach the stream's %d within timeout_ms %d", d.db.Applied(), b.LastSeq, req.TimeoutMS)
+				return nil, api.NewError(api.KindNotReached, "a statement cannot be prepared on this node, which has applied up to sequence %d and did not reach the stream's %d within timeout_ms %d; nothing was published", d.db.Applied(), b.LastSeq, req.TimeoutMS)
 			}
 		}
 		if plan, err = d.db.Prepare(ctx, req.Statements); err != nil {
@@ -77,7 +78,7 @@ func (n *Node) waitConsistency(ctx context.Context, d *database, req *api.Reques
 	if req.Level == api.LevelStrong {
 		str := d.stream()
 		if str == nil {
-			return errOffline(d, "level strong needs the stream's last sequence")
+			return errOffline(d, api.KindUnavailable, "level strong needs the stream's last sequence")
 		}
 		last, err := str.LastSeq(ctx)
 		if err != nil {
@@ -89,7 +90,7 @@ func (n *Node) waitConsistency(ctx context.Context, d *database, req *api.Reques
 		return nil
 	}
 	if err := d.db.WaitApplied(ctx, target); err != nil {
-		return api.Errorf(api.CodeTimeout, "this node has applied up to sequence %d and did not reach %d within timeout_ms %d", d.db.Applied(), target, req.TimeoutMS)
+		return api.NewError(api.KindNotReached, "this node has applied up to sequence %d and did not reach %d within timeout_ms %d; nothing was published", d.db.Applied(), target, req.TimeoutMS)
 	}
 	return nil
 }

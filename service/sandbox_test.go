@@ -229,8 +229,8 @@ func TestSandbox(t *testing.T) {
 	resp, err := c.Query(context.Background(), "main", client.Request{TimeoutMS: 300,
 		Statements: []api.Statement{{SQL: "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n) SELECT count(*) FROM n"}}})
 	var ae *api.Error
-	if !errors.As(err, &ae) || ae.Code != 408 {
-		t.Fatalf("endless read: %+v %v", resp, err)
+	if !errors.As(err, &ae) || ae.Code != api.CodeGatewayTimeout || ae.Kind != api.KindReadTimeout {
+		t.Fatalf("endless read: %+v %v, want 504 read_timeout", resp, err)
 	}
 	// SQLite length limits apply, with SQLite's message.
 	res := do(t, c, "INSERT INTO t(v) VALUES(zeroblob(100000000))")

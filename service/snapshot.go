@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/nqlite/nqlite/apply"
@@ -200,7 +199,7 @@ func (n *Node) snapshotHandler(d *database) func(*request) {
 			}
 			if len(r.Data()) > 0 {
 				if err := json.Unmarshal(r.Data(), &req); err != nil {
-					r.Error("400", "snapshot request: "+err.Error(), api.ErrorBody("snapshot request: "+err.Error()+` (send nothing, or {"after_seq": N, "timeout_ms": M})`, n.cfg.NodeID))
+					n.fail(d, r, api.Errorf(api.CodeBadRequest, `snapshot request: %v (send nothing, or {"after_seq": N, "timeout_ms": M})`, err))
 					return
 				}
 			}
@@ -209,20 +208,24 @@ func (n *Node) snapshotHandler(d *database) func(*request) {
 			}
 			ctx, cancel := context.WithTimeout(n.ctx, time.Duration(req.TimeoutMS)*time.Millisecond)
 			defer cancel()
-			fail := func(code int, msg string) {
-				r.Error(strconv.Itoa(code), msg, api.ErrorBody(msg, n.cfg.NodeID))
-			}
 			if err := d.db.WaitApplied(ctx, req.AfterSeq); err != nil {
-				fail(api.CodeTimeout, fmt.Sprintf("this node did not apply sequence %d within timeout_ms", req.AfterSeq))
+				n.fail(d, r, api.NewError(api.KindNotReached, "this node has applied up to sequence %d and did not reach %d within timeout_ms %d", d.db.Applied(), req.AfterSeq, req.TimeoutMS))
 				return
 			}
 			meta, taken, err := n.takeSnapshot(ctx, d)
-			if errors.Is(err, snapshot.ErrBusy) {
-				fail(api.CodeUnavailable, "another node is uploading a snapshot of "+d.name+": retry shortly")
+			var ae *api.Error
+			switch {
+			case errors.Is(err, snapshot.ErrBusy):
+				n.fail(d, r, api.Errorf(api.CodeUnavailable, "another node is uploading a snapshot of %s: retry shortly", d.name))
 				return
-			}
-			if err != nil {
-				fail(api.ErrorCode(err), err.Error())
+			case errors.As(err, &ae):
+				n.fail(d, r, err)
+				return
+			case err != nil:
+				// JetStream's Object Store or this node's disk: not a bug
+				// of the request, and nothing was published.
+				n.log.Warn("snapshot request failed", "db", d.name, "err", err)
+				n.fail(d, r, api.Errorf(api.CodeUnavailable, "snapshot of %s: %v", d.name, err))
 				return
 			}
 			b, _ := json.Marshal(SnapshotReply{DB: meta.DB, Object: meta.Object, Bucket: meta.Bucket, Seq: meta.Seq,

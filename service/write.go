@@ -45,26 +45,26 @@ func (n *Node) submit(ctx context.Context, d *database, e *apply.Entry, req *api
 	}
 	str := d.stream()
 	if str == nil {
-		return nil, errOffline(d, "the write was not stored")
+		return nil, errOffline(d, api.KindNotStored, "the write was not stored")
 	}
 	ack, err := str.Append(ctx, data, req.ID)
 	switch {
 	case errors.Is(err, stream.ErrNoResponders):
 		return nil, unreachable(d)
 	case errors.Is(err, stream.ErrNotStored):
-		return nil, api.Errorf(api.CodeUnavailable, "JetStream did not store the write: %v", err)
+		return nil, api.NewError(api.KindNotStored, "JetStream did not store the write: %v", err)
 	case errors.Is(err, stream.ErrUnknown) && ctx.Err() != nil:
-		return nil, api.Errorf(api.CodeUnavailable, "JetStream did not acknowledge the write within timeout_ms %d; it may or may not be stored: retry with the same id to be safe", req.TimeoutMS)
+		return nil, api.NewError(api.KindUnknown, "JetStream did not acknowledge the write within timeout_ms %d; it may or may not be stored: retry with the same id to be safe", req.TimeoutMS)
 	case errors.Is(err, stream.ErrUnknown) && outcome != nil:
 		// The connection dropped before the ack: the entry may be stored
 		// all the same, and then this node applies it once reconnected.
 		return awaitUnacked(ctx, req, outcome, err)
 	case err != nil:
-		return nil, api.Errorf(api.CodeUnavailable, "JetStream did not acknowledge the write (%v); it may or may not be stored: retry with the same id to be safe", err)
+		return nil, api.NewError(api.KindUnknown, "JetStream did not acknowledge the write (%v); it may or may not be stored: retry with the same id to be safe", err)
 	}
 	if ack.Duplicate {
 		if err := d.db.WaitApplied(ctx, ack.Seq); err != nil {
-			return nil, api.Errorf(api.CodeTimeout, "duplicate of entry %d, which this node has not applied within timeout_ms %d", ack.Seq, req.TimeoutMS)
+			return nil, stored(ack.Seq, "duplicate of entry %d, which is stored and will be applied, but this node has not applied it within timeout_ms %d: read with after_seq %d to see it", ack.Seq, req.TimeoutMS, ack.Seq)
 		}
 		return &api.Response{Results: []api.Result{}, Seq: ack.Seq, Duplicate: true, Format: req.Format}, nil
 	}
@@ -75,8 +75,16 @@ func (n *Node) submit(ctx context.Context, d *database, e *apply.Entry, req *api
 	case o := <-outcome:
 		return &api.Response{Results: o.Results, Seq: o.Seq, Format: req.Format}, nil
 	case <-ctx.Done():
-		return nil, api.Errorf(api.CodeTimeout, "entry %d is stored and will be applied, but this node did not apply it within timeout_ms %d: read with after_seq %d to see it", ack.Seq, req.TimeoutMS, ack.Seq)
+		return nil, stored(ack.Seq, "entry %d is stored and will be applied, but this node did not apply it within timeout_ms %d: read with after_seq %d to see it", ack.Seq, req.TimeoutMS, ack.Seq)
 	}
+}
+
+// stored is the error of a write stored as entry seq that this node did
+// not apply in time: api.KindStored with its seq.
+func stored(seq uint64, format string, args ...any) *api.Error {
+	e := api.NewError(api.KindStored, format, args...)
+	e.Seq = seq
+	return e
 }
 
 // unreachable is the error of a write that NATS could not deliver to any
@@ -86,7 +94,7 @@ func (n *Node) submit(ctx context.Context, d *database, e *apply.Entry, req *api
 // drops the hub's interest with the link), instead of waiting out the
 // request's timeout.
 func unreachable(d *database) error {
-	return api.Errorf(api.CodeUnavailable, "JetStream is unreachable: no server answers for stream %s on %s (is the leaf node's link to its hub down?); the write was not stored", StreamName(d.name), EntrySubject(d.name))
+	return api.NewError(api.KindNotStored, "JetStream is unreachable: no server answers for stream %s on %s (is the leaf node's link to its hub down?); the write was not stored", StreamName(d.name), EntrySubject(d.name))
 }
 
 // awaitUnacked waits, until the request's deadline, for this node to apply
@@ -97,6 +105,6 @@ func awaitUnacked(ctx context.Context, req *api.Request, outcome <-chan apply.Ou
 	case o := <-outcome:
 		return &api.Response{Results: o.Results, Seq: o.Seq, Format: req.Format}, nil
 	case <-ctx.Done():
-		return nil, api.Errorf(api.CodeUnavailable, "JetStream did not acknowledge the write (%v) and this node has not applied it within timeout_ms %d; it may or may not be stored: retry with the same id to be safe", cause, req.TimeoutMS)
+		return nil, api.NewError(api.KindUnknown, "JetStream did not acknowledge the write (%v) and this node has not applied it within timeout_ms %d; it may or may not be stored: retry with the same id to be safe", cause, req.TimeoutMS)
 	}
 }

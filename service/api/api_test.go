@@ -3,7 +3,9 @@ package api_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -110,10 +112,96 @@ func TestResponse_RoundTrip(t *testing.T) {
 	if err != nil || got.Results[0].Rows[0]["r"] != 2.0 || got.Results[0].Rows[0]["i"] != int64(-9007199254740993) {
 		t.Fatalf("rows: %+v %v", got, err)
 	}
-	_, err = api.DecodeResponse(api.ErrorBody("bad", "n2"), 400)
+	_, err = api.DecodeResponse((&api.Error{Code: 400, Kind: api.KindBadRequest, Message: "bad", Node: "n2"}).Body(), 400)
 	var ae *api.Error
-	if !errors.As(err, &ae) || ae.Code != 400 || ae.Message != "bad" || ae.Node != "n2" {
+	if !errors.As(err, &ae) || ae.Code != 400 || ae.Kind != api.KindBadRequest || ae.Message != "bad" || ae.Node != "n2" {
 		t.Fatalf("error body: %v", err)
+	}
+}
+
+// TestError_Body: an error body carries the kind and the seq, decodes
+// back to the same *Error, and a body of a node older than the kinds
+// still decodes, with the kind its number stands for alone.
+func TestError_Body(t *testing.T) {
+	stored := api.NewError(api.KindStored, "entry 7 is stored")
+	stored.Node, stored.Seq = "n1", 7
+	if got, want := string(stored.Body()), `{"error":"entry 7 is stored","code":"stored","node":"n1","seq":7}`; got != want {
+		t.Fatalf("body:\n got %s\nwant %s", got, want)
+	}
+	for _, tc := range []struct {
+		name string
+		body string
+		code int
+		want api.Error
+	}{
+		{"stored", string(stored.Body()), 408, *stored},
+		{"no seq", `{"error":"JetStream is unreachable","code":"not_stored","node":"n2"}`, 503,
+			api.Error{Code: 503, Kind: api.KindNotStored, Message: "JetStream is unreachable", Node: "n2"}},
+		{"old 400", `{"error":"bad","node":"n2"}`, 400, api.Error{Code: 400, Kind: api.KindBadRequest, Message: "bad", Node: "n2"}},
+		{"old 413", `{"error":"big","node":"n2"}`, 413, api.Error{Code: 413, Kind: api.KindTooLarge, Message: "big", Node: "n2"}},
+		{"old 408 says no kind", `{"error":"late","node":"n2"}`, 408, api.Error{Code: 408, Message: "late", Node: "n2"}},
+		{"old 503 says no kind", `{"error":"down","node":"n2"}`, 503, api.Error{Code: 503, Message: "down", Node: "n2"}},
+		{"kind from a newer node", `{"error":"x","code":"something_new","node":"n2"}`, 503,
+			api.Error{Code: 503, Kind: "something_new", Message: "x", Node: "n2"}},
+		{"no header", `{"error":"x","node":"n2"}`, 0, api.Error{Code: 500, Kind: api.KindInternal, Message: "x", Node: "n2"}},
+		{"not JSON", `oops`, 503, api.Error{Code: 503, Message: "oops"}},
+	} {
+		_, err := api.DecodeResponse([]byte(tc.body), tc.code)
+		var ae *api.Error
+		if !errors.As(err, &ae) || *ae != tc.want {
+			t.Errorf("%s: got %#v, want %#v", tc.name, err, tc.want)
+		}
+	}
+}
+
+// TestError_Kinds: each kind has its number and its sentinel, errors.Is
+// matches the kind through wrapping and nothing else, 408 is only
+// "stored", and the README's request-level errors table lists every kind.
+func TestError_Kinds(t *testing.T) {
+	sentinels := map[api.ErrorKind]error{
+		api.KindBadRequest: api.ErrBadRequest, api.KindForbidden: api.ErrForbidden, api.KindTooLarge: api.ErrTooLarge,
+		api.KindStored: api.ErrStored, api.KindNotStored: api.ErrNotStored, api.KindUnknown: api.ErrUnknown,
+		api.KindNotReached: api.ErrNotReached, api.KindReadTimeout: api.ErrReadTimeout, api.KindUnavailable: api.ErrUnavailable,
+		api.KindRestoring: api.ErrRestoring, api.KindIncompatible: api.ErrIncompatible, api.KindInternal: api.ErrInternal,
+	}
+	if len(api.Kinds()) != len(sentinels) {
+		t.Fatalf("%d kinds, %d sentinels", len(api.Kinds()), len(sentinels))
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range api.Kinds() {
+		err := fmt.Errorf("context: %w", api.NewError(k, "m"))
+		if got := api.ErrorCode(err); got != k.Code() || got == 0 {
+			t.Errorf("%s: number %d, want %d", k, got, k.Code())
+		}
+		if (k.Code() == api.CodeTimeout) != (k == api.KindStored) {
+			t.Errorf("%s: number %d; 408 is for stored writes only", k, k.Code())
+		}
+		if api.KindOf(err) != k {
+			t.Errorf("KindOf: %s, want %s", api.KindOf(err), k)
+		}
+		for k2, s := range sentinels {
+			if errors.Is(err, s) != (k2 == k) {
+				t.Errorf("errors.Is(%s error, %v) = %v", k, s, !(k2 == k))
+			}
+		}
+		row := fmt.Sprintf("| `%s` | %d |", k, k.Code())
+		if !strings.Contains(string(readme), row) {
+			t.Errorf("README has no row starting %q", row)
+		}
+	}
+	if errors.Is(&api.Error{Code: 408, Message: "old"}, api.ErrStored) {
+		t.Error("an error without kind matches ErrStored")
+	}
+	if api.KindOf(errors.New("x")) != api.KindInternal {
+		t.Error("a plain error is not internal")
+	}
+	for code, want := range map[int]api.ErrorKind{400: api.KindBadRequest, 403: api.KindForbidden, 413: api.KindTooLarge, 500: api.KindInternal, 503: api.KindUnavailable, 408: "", 504: ""} {
+		if got := api.Errorf(code, "x").Kind; got != want {
+			t.Errorf("Errorf(%d): kind %q, want %q", code, got, want)
+		}
 	}
 }
 

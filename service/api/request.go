@@ -79,42 +79,6 @@ type Statement struct {
 	Named  map[string]any
 }
 
-// Error is a request-level failure: Code is the micro error code
-// (Nats-Service-Error-Code) and Message the text a person can act on.
-// Node is the id of the node that answered, when known.
-type Error struct {
-	Code    int
-	Message string
-	Node    string
-}
-
-func (e *Error) Error() string { return e.Message }
-
-// Request-level error codes, as sent in the Nats-Service-Error-Code header.
-const (
-	CodeBadRequest  = 400
-	CodeForbidden   = 403
-	CodeTimeout     = 408
-	CodeTooLarge    = 413
-	CodeInternal    = 500
-	CodeUnavailable = 503
-)
-
-// Errorf returns an *Error with the given code.
-func Errorf(code int, format string, args ...any) *Error {
-	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
-}
-
-// ErrorCode returns the micro error code of err: the Code of an *Error in
-// its chain, or CodeInternal.
-func ErrorCode(err error) int {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Code
-	}
-	return CodeInternal
-}
-
 var dbNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // ValidDBName reports whether name is a valid database name:

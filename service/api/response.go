@@ -254,20 +254,12 @@ func AppendString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// ErrorBody returns the JSON body of a request-level error:
-// {"error": "<message>", "node": "<node id>"}.
-func ErrorBody(msg, node string) []byte {
-	b := append([]byte(`{"error":`), AppendString(nil, msg)...)
-	b = append(b, `,"node":`...)
-	b = AppendString(b, node)
-	return append(b, '}')
-}
-
 // DecodeResponse decodes a response body (either format) with UseNumber
 // semantics: JSON integers become int64, other numbers float64,
 // {"base64": ...} objects []byte. A body {"error": "..."} with no results
-// is returned as an *Error with code (pass the Nats-Service-Error-Code
-// header, or 0 when absent).
+// is returned as an *Error (see DecodeError) with code (pass the
+// Nats-Service-Error-Code header, or 0 when absent: CodeInternal), its
+// kind ("code"), node and "seq".
 func DecodeResponse(data []byte, code int) (*Response, error) {
 	var raw struct {
 		Results []struct {
@@ -290,15 +282,12 @@ func DecodeResponse(data []byte, code int) (*Response, error) {
 	dec.UseNumber()
 	if err := dec.Decode(&raw); err != nil {
 		if code != 0 {
-			return nil, &Error{Code: code, Message: string(data)}
+			return nil, DecodeError(data, code, "")
 		}
 		return nil, fmt.Errorf("decode response: %w", err)
 	}
 	if raw.Error != nil && raw.Results == nil {
-		if code == 0 {
-			code = CodeInternal
-		}
-		return nil, &Error{Code: code, Message: *raw.Error, Node: raw.Node}
+		return nil, DecodeError(data, code, "")
 	}
 	resp := &Response{Seq: raw.Seq, Node: raw.Node, Time: raw.Time, Duplicate: raw.Duplicate, Queued: raw.Queued, Format: FormatRows}
 	for _, r := range raw.Results {

@@ -46,10 +46,12 @@ func StreamName(db string) string { return "NQLITE_" + db }
 // load/<db>/<id>, in SnapshotBucket).
 func LoadObjectPrefix(db string) string { return "load/" + db + "/" }
 
-// The micro error headers of a request-level error: the code (400, 403,
-// 408, 413, 500, 503; see Error) and its message. The body is then
-// ErrorBody's {"error": "...", "node": "..."}.
+// The headers of a request-level error: micro's number (400, 403, 408,
+// 413, 500, 503, 504) and message, and nqlite's machine-readable kind
+// ("not_stored", ...; see Error). The body is then (*Error).Body's
+// {"error": "...", "code": "...", "node": "...", "seq": N}.
 const (
 	ErrorCodeHeader = "Nats-Service-Error-Code"
 	ErrorHeader     = "Nats-Service-Error"
+	ErrorKindHeader = "Nqlite-Error-Code"
 )

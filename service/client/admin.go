@@ -23,7 +23,8 @@ const adminWait = 10*time.Minute + time.Second
 // then stores a snapshot in the Object Store unless the stored one is
 // already as new. The reply names the object (Download reads it) and its
 // sequence. Errors as for Send; a node's refusal is an *api.Error (503
-// when another node is uploading a snapshot of db: retry).
+// unavailable when another node is uploading a snapshot of db: retry;
+// 504 not_reached when the node did not apply AfterSeq in time).
 func (c *Client) Snapshot(ctx context.Context, db string, r api.SnapshotRequest) (*api.SnapshotReply, error) {
 	if !api.ValidDBName(db) {
 		return nil, fmt.Errorf("database name %q: use 1-64 of A-Z a-z 0-9 _ -", db)

@@ -17,20 +17,21 @@
 //	c := client.New(nc)
 //	resp, err := c.Query(ctx, "main", client.Request{Statements: []api.Statement{{SQL: "SELECT 1"}}})
 //
-// Request-level failures come back as *api.Error carrying the micro error
-// code (400, 403, 408, 413, 500, 503); statement errors are in
-// Result.Error. No node serving the database is ErrNoNode; no reply
-// within the deadline is a *NoReplyError.
+// Request-level failures come back as *api.Error carrying the number
+// (400, 403, 408, 413, 500, 503, 504), the machine-readable kind and, for
+// a stored write, its sequence; errors.Is with ErrNotStored, ErrStored,
+// ErrUnknown and the other kind sentinels (errors.go) tells a client what
+// to do. Statement errors are in Result.Error. No node serving the
+// database is ErrNoNode; no reply within the deadline is a *NoReplyError
+// (which matches ErrUnknown).
 package client
 
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -141,8 +142,9 @@ func (e *PayloadError) Error() string {
 // NoReplyError is a request sent but not answered: the context's deadline
 // passed (Wait is how long the request waited) or it was cancelled. A
 // write may or may not have been applied; retry it with the same
-// idempotency key (Request.ID) to be safe. It unwraps to the context's
-// error.
+// idempotency key (Request.ID) to be safe: errors.Is(err, ErrUnknown) is
+// true, as for a node's answer of kind unknown. It unwraps to the
+// context's error.
 type NoReplyError struct {
 	Wait time.Duration
 	Err  error
@@ -156,6 +158,10 @@ func (e *NoReplyError) Error() string {
 }
 
 func (e *NoReplyError) Unwrap() error { return e.Err }
+
+// Is reports whether target is ErrUnknown: without an answer, a write may
+// or may not be stored.
+func (e *NoReplyError) Is(target error) bool { return target == ErrUnknown }
 
 // Endpoint chooses which request subject of a database a request goes to.
 type Endpoint int
@@ -213,8 +219,8 @@ func (c *Client) Do(ctx context.Context, db string, payload []byte, timeoutMS in
 //
 // Errors: a payload over the connection's max payload is a *PayloadError
 // (not sent); no node serving db wraps ErrNoNode; no reply in time is a
-// *NoReplyError; a request-level failure is an *api.Error with the micro
-// error code.
+// *NoReplyError; a request-level failure is an *api.Error with the number
+// and kind (see api.Error and errors.go).
 func (c *Client) Send(ctx context.Context, db string, ep Endpoint, payload []byte, timeoutMS int) ([]byte, *api.Response, error) {
 	if !api.ValidDBName(db) {
 		return nil, nil, fmt.Errorf("database name %q: use 1-64 of A-Z a-z 0-9 _ -", db)
@@ -279,19 +285,9 @@ func replyError(msg *nats.Msg) error {
 	if code == 0 {
 		return nil
 	}
-	e := &api.Error{Code: code, Message: msg.Header.Get(api.ErrorHeader)}
-	var body struct {
-		Error string `json:"error"`
-		Node  string `json:"node"`
-	}
-	if json.Unmarshal(msg.Data, &body) == nil {
-		if body.Error != "" {
-			e.Message = body.Error
-		}
-		e.Node = body.Node
-	}
-	if strings.TrimSpace(e.Message) == "" {
-		e.Message = fmt.Sprintf("request failed with code %d", code)
+	e := api.DecodeError(msg.Data, code, msg.Header.Get(api.ErrorHeader))
+	if e.Kind == "" {
+		e.Kind = api.ErrorKind(msg.Header.Get(api.ErrorKindHeader))
 	}
 	return e
 }

@@ -336,6 +336,14 @@ func (cn *Connector) send(ctx context.Context, stmts []api.Statement, o callOpti
 		resp, err = cl.Query(ctx, s.db, req)
 	}
 	if err != nil {
+		if seq, ok := client.StoredSeq(err); ok {
+			// Stored, not yet applied on that node: later requests wait
+			// for it (read-your-writes), and the caller may too.
+			cn.observe(seq)
+			if o.seqOut != nil {
+				*o.seqOut = Seq(seq)
+			}
+		}
 		var pe *client.PayloadError
 		if errors.As(err, &pe) {
 			return nil, fmt.Errorf("nqsql: %w: send fewer statements or smaller values per call", err)

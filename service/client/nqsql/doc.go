@@ -129,9 +129,14 @@
 // write's SQL). BeginTx accepts sql.LevelDefault, LevelReadUncommitted and
 // LevelReadCommitted, and refuses stronger levels with ErrIsolation.
 //
-// Errors: a request-level failure is a *api.Error carrying the node's
-// code (400, 403, 408, 413, 500, 503); no node serving the database wraps
-// client.ErrNoNode; a request too large for NATS is a *client.PayloadError;
-// no reply in time a *client.NoReplyError (a write may or may not have
-// been applied: retry with an IdempotencyKey to be safe).
+// Errors: a request-level failure wraps the node's *api.Error (its number
+// 400, 403, 408, 413, 500, 503 or 504, its kind, and for a stored write
+// its Seq), so errors.Is works with client.ErrNotStored (not stored: safe
+// to retry), client.ErrStored (stored as entry Seq, not applied on that
+// node in time: do not retry; the connector's later requests wait for it,
+// and a *Seq argument receives it), client.ErrUnknown (may or may not be
+// stored: retry with the same IdempotencyKey) and the other kinds of
+// package client; no node serving the database wraps client.ErrNoNode; a
+// request too large for NATS is a *client.PayloadError; no reply in time
+// a *client.NoReplyError, which also matches client.ErrUnknown.
 package nqsql

@@ -276,6 +276,9 @@ func TestErrors(t *testing.T) {
 	if _, err := db.ExecContext(testCtx(t), "ATTACH 'x.db' AS x"); !errors.As(err, &ae) || ae.Code != api.CodeForbidden {
 		t.Errorf("ATTACH: got %v, want a 403 *api.Error", err)
 	}
+	if _, err := db.ExecContext(testCtx(t), "ATTACH 'x.db' AS x"); !errors.Is(err, client.ErrForbidden) {
+		t.Errorf("ATTACH: got %v, want client.ErrForbidden", err)
+	}
 	big := strings.Repeat("x", 2<<20)
 	var pe *client.PayloadError
 	if _, err := db.ExecContext(testCtx(t), "SELECT ?", big); !errors.As(err, &pe) {
@@ -285,6 +288,29 @@ func TestErrors(t *testing.T) {
 	db.Close()
 	if err := db.PingContext(testCtx(t)); err == nil {
 		t.Error("ping after Close: no error")
+	}
+}
+
+// TestErrors_Stored: a write stored but not applied in time is
+// client.ErrStored through the driver; its sequence reaches the *Seq
+// argument, and the connector's later reads wait for it.
+func TestErrors_Stored(t *testing.T) {
+	url, nodes := start(t, 1)
+	db := open(t, url)
+	mustExec(t, db, "CREATE TABLE t(x)")
+	release := nodes[0].DB("main").Hold()
+	defer release()
+	var seq nqsql.Seq
+	_, err := db.ExecContext(testCtx(t), "INSERT INTO t VALUES(1)", nqsql.Timeout(200*time.Millisecond), &seq)
+	if got, ok := client.StoredSeq(err); !errors.Is(err, client.ErrStored) || !ok || got != uint64(seq) || seq == 0 {
+		t.Fatalf("write on a held node: %v, seq %d (%d %v); want ErrStored with the entry's seq", err, seq, got, ok)
+	}
+	if _, err := db.QueryContext(testCtx(t), "SELECT count(*) FROM t", nqsql.Timeout(100*time.Millisecond)); !errors.Is(err, client.ErrNotReached) {
+		t.Fatalf("read after the stored write: %v, want it to wait for sequence %d (not_reached)", err, seq)
+	}
+	release()
+	if n := scalar[int64](t, db, "SELECT count(*) FROM t"); n != 1 {
+		t.Fatalf("rows once applied: %d", n)
 	}
 }
 
@@ -414,10 +440,10 @@ func TestOptions(t *testing.T) {
 	if err := db.QueryRowContext(testCtx(t), "SELECT ?", nqsql.Strong, 7, nqsql.AfterSeq(seq), nqsql.Timeout(time.Second)).Scan(&got); err != nil || got != 7 {
 		t.Errorf("options removed: %d %v", got, err)
 	}
-	// AfterSeq past the stream: the node waits, then 408.
+	// AfterSeq past the stream: the node waits, then 504 not_reached.
 	_, err := db.QueryContext(testCtx(t), "SELECT 1", nqsql.AfterSeq(seq+100), nqsql.Timeout(100*time.Millisecond))
-	if api.ErrorCode(err) != api.CodeTimeout {
-		t.Errorf("AfterSeq ahead: got %v, want 408", err)
+	if !errors.Is(err, client.ErrNotReached) || api.ErrorCode(err) != api.CodeGatewayTimeout {
+		t.Errorf("AfterSeq ahead: got %v, want 504 not_reached", err)
 	}
 	// IdempotencyKey: a retry is applied once.
 	for i := 0; i < 2; i++ {
@@ -656,8 +682,8 @@ func TestReadYourWrites(t *testing.T) {
 	for _, cn := range conns {
 		var n int64
 		err := cn.QueryRowContext(ctx, "SELECT count(*) FROM t", nqsql.Timeout(200*time.Millisecond), &from).Scan(&n)
-		if api.ErrorCode(err) != api.CodeTimeout {
-			t.Fatalf("read on the lagging node: got %d rows, err %v; want it to wait for sequence %d (408)", n, err, seq)
+		if !errors.Is(err, client.ErrNotReached) {
+			t.Fatalf("read on the lagging node: got %d rows, err %v; want it to wait for sequence %d (not_reached)", n, err, seq)
 		}
 	}
 	// A read-only transaction reads at the same sequence.
@@ -665,8 +691,8 @@ func TestReadYourWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tx.QueryContext(ctx, "SELECT count(*) FROM t", nqsql.Timeout(200*time.Millisecond)); api.ErrorCode(err) != api.CodeTimeout {
-		t.Errorf("read-only tx on the lagging node: got %v, want 408", err)
+	if _, err := tx.QueryContext(ctx, "SELECT count(*) FROM t", nqsql.Timeout(200*time.Millisecond)); !errors.Is(err, client.ErrNotReached) {
+		t.Errorf("read-only tx on the lagging node: got %v, want not_reached", err)
 	}
 	tx.Rollback()
 
