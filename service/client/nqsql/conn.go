@@ -294,12 +294,12 @@ type sendMode struct {
 // the connector's sequence as after_seq, except the reads of a
 // transaction, which carry the sequence the transaction began with.
 func (cn *Connector) send(ctx context.Context, stmts []api.Statement, o callOptions, m sendMode) (*api.Response, error) {
-	cl, err := cn.client()
+	tr, err := cn.transport()
 	if err != nil {
 		return nil, err
 	}
 	s := cn.settings
-	req := client.Request{Statements: stmts, Format: api.FormatValues, ID: o.id, Transaction: m.tx}
+	req := &api.Request{Statements: stmts, Format: api.FormatValues, ID: o.id, Transaction: m.tx}
 	req.AfterSeq = max(cn.Seq(), o.afterSeq)
 	if m.inTx {
 		req.AfterSeq = max(m.txSeq, o.afterSeq)
@@ -329,12 +329,11 @@ func (cn *Connector) send(ctx context.Context, stmts []api.Statement, o callOpti
 	if timeout > 0 {
 		req.TimeoutMS = int(min((timeout+time.Millisecond-1)/time.Millisecond, api.MaxTimeoutMS))
 	}
-	var resp *api.Response
+	ep := client.QueryEndpoint
 	if m.readOnly || s.readOnly {
-		resp, err = cl.Read(ctx, s.db, req)
-	} else {
-		resp, err = cl.Query(ctx, s.db, req)
+		ep = client.ReadEndpoint
 	}
+	resp, err := tr.Do(ctx, s.db, ep, req)
 	if err != nil {
 		var pe *client.PayloadError
 		if errors.As(err, &pe) {
