@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/nqlite/nqlite/service/api"
 	"modernc.org/libc"
@@ -26,6 +27,8 @@ type conn struct {
 	rec    *recorder
 	lru    *list.List // of *cachedStmt, most recent first
 	cache  map[string]*list.Element
+	// interrupts counts interruptOn's armed interrupts (read.go).
+	interrupts sync.WaitGroup
 }
 
 type cachedStmt struct {

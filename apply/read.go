@@ -6,6 +6,7 @@ import (
 	"math"
 
 	"github.com/nqlite/nqlite/service/api"
+	lib "modernc.org/sqlite/lib"
 	"zombiezen.com/go/sqlite"
 )
 
@@ -119,8 +120,11 @@ func (p *Plan) Run(ctx context.Context, maxBytes int) ([]api.Result, uint64, err
 		return nil, 0, fmt.Errorf("plan writes: it must be applied from the stream")
 	}
 	c := p.c
-	c.c.SetInterrupt(ctx.Done())
-	defer c.c.SetInterrupt(nil)
+	if ctx.Err() != nil {
+		return nil, 0, api.Errorf(api.CodeTimeout, "the request timed out before its read began")
+	}
+	disarm := c.interruptOn(ctx)
+	defer disarm()
 	seq := p.db.applied.Load()
 	multi := len(p.cs) > 1
 	if multi {
@@ -128,7 +132,7 @@ func (p *Plan) Run(ctx context.Context, maxBytes int) ([]api.Result, uint64, err
 			return nil, 0, err
 		}
 		defer func() {
-			c.c.SetInterrupt(nil)
+			disarm()
 			if c.exec("COMMIT") != nil {
 				c.exec("ROLLBACK")
 			}
@@ -136,6 +140,11 @@ func (p *Plan) Run(ctx context.Context, maxBytes int) ([]api.Result, uint64, err
 	}
 	results := make([]api.Result, len(p.cs))
 	for i, cs := range p.cs {
+		if i > 0 && ctx.Err() != nil {
+			// SQLite forgets an interrupt when a statement starts with
+			// none running: check between statements.
+			return nil, 0, api.Errorf(api.CodeTimeout, "statement %d interrupted: request timed out", i+1)
+		}
 		if p.errs[i] != nil {
 			results[i].Error = errorText(p.errs[i])
 			continue
@@ -162,6 +171,37 @@ func (p *Plan) Run(ctx context.Context, maxBytes int) ([]api.Result, uint64, err
 		}
 	}
 	return results, seq, nil
+}
+
+// interruptOn makes ctx's end interrupt the statement running on c
+// (sqlite3_interrupt) until disarm is called; disarm waits for an
+// interrupt under way, so none reaches a later use of c, and may be
+// called more than once. Unlike zombiezen's SetInterrupt, which starts a
+// goroutine per call, it costs a context.AfterFunc registration: a
+// goroutine runs only if ctx ends. SQLite clears a pending interrupt when
+// a statement starts with none running, so the caller checks ctx between
+// statements.
+func (c *conn) interruptOn(ctx context.Context) (disarm func()) {
+	if ctx.Done() == nil {
+		return func() {}
+	}
+	c.interrupts.Add(1)
+	stop := context.AfterFunc(ctx, func() {
+		defer c.interrupts.Done()
+		lib.Xsqlite3_interrupt(c.tls, c.handle) // one atomic store: safe from another goroutine
+	})
+	done := false
+	return func() {
+		if done {
+			return
+		}
+		done = true
+		if stop() {
+			c.interrupts.Done()
+		} else {
+			c.interrupts.Wait()
+		}
+	}
 }
 
 // rowBudget bounds the bytes of rows a read keeps (an estimate of their
