@@ -59,9 +59,15 @@ func (n *Node) Do(ctx context.Context, db string, req *api.Request, readOnly boo
 	n.mu.RUnlock()
 	defer n.inflight.Done()
 
-	rctx, cancel := context.WithDeadline(ctx, start.Add(time.Duration(r.TimeoutMS)*time.Millisecond))
+	// As on NATS, the request's context is the node's (Stop ends it) with
+	// the request's deadline; the caller's ctx, when it can end at all,
+	// ends it too. (The cheap order: one context and one timer when the
+	// caller's ctx is Background, as database/sql passes it by default.)
+	rctx, cancel := context.WithDeadline(n.ctx, start.Add(time.Duration(r.TimeoutMS)*time.Millisecond))
 	defer cancel()
-	defer context.AfterFunc(n.ctx, cancel)()
+	if ctx.Done() != nil {
+		defer context.AfterFunc(ctx, cancel)()
+	}
 	resp, err := n.run(rctx, d, &r, readOnly, 0)
 	if err != nil {
 		if api.ErrorCode(err) == api.CodeInternal {

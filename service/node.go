@@ -214,7 +214,14 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	// Once Start returns, the server knows the endpoints' subscriptions.
-	if err := n.nc.FlushWithContext(ctx); err != nil {
+	// (FlushWithContext refuses a context without a deadline.)
+	fctx := ctx
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		fctx, cancel = context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+	}
+	if err := n.nc.FlushWithContext(fctx); err != nil {
 		n.Stop()
 		return nil, fmt.Errorf("flush: %w", err)
 	}
