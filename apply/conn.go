@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
-	"sync"
 
 	"github.com/nqlite/nqlite/service/api"
 	"modernc.org/libc"
@@ -27,8 +26,10 @@ type conn struct {
 	rec    *recorder
 	lru    *list.List // of *cachedStmt, most recent first
 	cache  map[string]*list.Element
-	// interrupts counts interruptOn's armed interrupts (read.go).
-	interrupts sync.WaitGroup
+	// A read connection: done is the running read's ctx.Done() (nil
+	// between reads), watched whether readProgress is installed (read.go).
+	done    <-chan struct{}
+	watched bool
 }
 
 type cachedStmt struct {
@@ -146,6 +147,7 @@ func (cs *cachedStmt) release() {
 }
 
 func (c *conn) close() error {
+	c.unwatchReads()
 	for el := c.lru.Front(); el != nil; el = el.Next() {
 		el.Value.(*cachedStmt).stmt.Finalize()
 	}
