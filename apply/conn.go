@@ -2,6 +2,7 @@ package apply
 
 import (
 	"container/list"
+	"context"
 	"errors"
 	"fmt"
 	"regexp"
@@ -26,9 +27,9 @@ type conn struct {
 	rec    *recorder
 	lru    *list.List // of *cachedStmt, most recent first
 	cache  map[string]*list.Element
-	// A read connection: done is the running read's ctx.Done() (nil
-	// between reads), watched whether readProgress is installed (read.go).
-	done    <-chan struct{}
+	// A read connection: ctx is the running read's context (nil between
+	// reads), watched whether readProgress is installed (read.go).
+	ctx     context.Context
 	watched bool
 }
 
@@ -37,6 +38,10 @@ type cachedStmt struct {
 	stmt   *sqlite.Stmt
 	handle uintptr // the sqlite3_stmt*, stable across SQLite's re-prepares
 	info   stmtInfo
+	// The result columns' names and declared types (readRows, columnsOf),
+	// as of the statement's preparation number reprepared.
+	columns, declTypes []string
+	reprepared         int32
 }
 
 // Limits set on every connection (https://sqlite.org/limits.html). They

@@ -25,6 +25,10 @@ type Plan struct {
 	errs  []error
 	write bool
 	first int // index of the first writing statement
+
+	// Storage of cs and errs for a request of one statement (most are).
+	cs1   [1]*cachedStmt
+	errs1 [1]error
 }
 
 // Prepare classifies a request. A statement forbidden by nqlite's SQL
@@ -37,7 +41,12 @@ func (db *DB) Prepare(ctx context.Context, stmts []api.Statement) (*Plan, error)
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{db: db, c: c, pool: pool, stmts: stmts, cs: make([]*cachedStmt, len(stmts)), errs: make([]error, len(stmts))}
+	p := &Plan{db: db, c: c, pool: pool, stmts: stmts}
+	if len(stmts) == 1 {
+		p.cs, p.errs = p.cs1[:], p.errs1[:]
+	} else {
+		p.cs, p.errs = make([]*cachedStmt, len(stmts)), make([]error, len(stmts))
+	}
 	nondet := ""
 	refreshed := false
 	for i := range stmts {
@@ -127,8 +136,8 @@ func (p *Plan) Run(ctx context.Context, maxBytes int) ([]api.Result, uint64, err
 		return nil, 0, api.Errorf(api.CodeTimeout, "the request timed out before its read began")
 	}
 	// The progress handler (readProgress) ends the read once ctx ends.
-	c.done = ctx.Done()
-	defer func() { c.done = nil }()
+	c.ctx = ctx
+	defer func() { c.ctx = nil }()
 	seq := p.db.applied.Load()
 	multi := len(p.cs) > 1
 	if multi {
@@ -136,7 +145,7 @@ func (p *Plan) Run(ctx context.Context, maxBytes int) ([]api.Result, uint64, err
 			return nil, 0, err
 		}
 		defer func() {
-			c.done = nil
+			c.ctx = nil
 			if c.exec("COMMIT") != nil {
 				c.exec("ROLLBACK")
 			}
@@ -182,8 +191,7 @@ var readConns sync.Map
 
 // watchReads installs readProgress on the read connection c: SQLite calls
 // it every progressEvery VM steps, and it ends the statement
-// (SQLITE_INTERRUPT) once c.done, the running read's ctx.Done(), is
-// closed. It runs on the goroutine stepping the statement, so a read
+// (SQLITE_INTERRUPT) once c.ctx, the running read's context, has ended. It runs on the goroutine stepping the statement, so a read
 // costs no goroutine and no registration (zombiezen's SetInterrupt
 // starts a goroutine per read: about 3 us of a 7 us point read), and a
 // short read (a point read is a few dozen steps) no call at all. SQLite
@@ -208,15 +216,10 @@ func (c *conn) unwatchReads() {
 func readProgress(tls *libc.TLS, arg uintptr) int32 {
 	v, _ := readConns.Load(arg)
 	c, _ := v.(*conn)
-	if c == nil || c.done == nil {
+	if c == nil || c.ctx == nil || c.ctx.Err() == nil {
 		return 0
 	}
-	select {
-	case <-c.done:
-		return 1
-	default:
-		return 0
-	}
+	return 1
 }
 
 // rowBudget bounds the bytes of rows a read keeps (an estimate of their
@@ -233,16 +236,25 @@ type rowBudget struct {
 // counted but not kept. A nil budget keeps everything.
 func readRows(c *conn, cs *cachedStmt, res *api.Result, budget *rowBudget) error {
 	s := cs.stmt
-	n := s.ColumnCount()
-	if n > 0 {
-		res.Columns = c.columnNames(cs)
-		res.Types = c.columnDeclTypes(cs)
-		res.Values = [][]any{}
-	}
-	for {
+	n := 0
+	for first := true; ; first = false {
 		row, err := s.Step()
 		if err != nil {
 			return err
+		}
+		if first {
+			// After the first step: SQLite prepares a statement again
+			// inside it when the schema changed (SELECT * after ALTER
+			// TABLE), which may change the columns.
+			n = s.ColumnCount()
+			if n > 0 {
+				c.columnsOf(cs)
+				// Copies: the caller owns the result (database/sql hands
+				// Columns to the program).
+				res.Columns = append([]string(nil), cs.columns...)
+				res.Types = append([]string(nil), cs.declTypes...)
+				res.Values = [][]any{}
+			}
 		}
 		if !row {
 			return nil
@@ -289,6 +301,11 @@ func (db *DB) takeReader(ctx context.Context) (*conn, chan *conn, error) {
 	db.fileMu.RUnlock()
 	if readers == nil {
 		return nil, nil, ErrUnavailable
+	}
+	select {
+	case c := <-readers:
+		return c, readers, nil
+	default: // none free: wait (ctx.Done makes a channel: not before it is needed)
 	}
 	select {
 	case c := <-readers:

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -74,6 +75,40 @@ func TestPlan_Interrupt(t *testing.T) {
 		run(ctx, "SELECT 1")
 		if res, err := run(context.Background(), "SELECT 2"); err != nil || res[0].Error != "" {
 			t.Fatalf("round %d: the next read: %+v %v", i, res, err)
+		}
+	}
+}
+
+// TestPlan_ColumnsAfterSchemaChange checks a cached statement's columns
+// follow a schema change that SQLite handles by preparing the statement
+// again while it runs (SELECT * after ALTER TABLE ADD COLUMN).
+func TestPlan_ColumnsAfterSchemaChange(t *testing.T) {
+	db, err := Open(filepath.Join(t.TempDir(), "c.sqlite"), Options{Node: "n1", Readers: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	columns := func() ([]string, []any) {
+		t.Helper()
+		p, err := db.Prepare(context.Background(), []api.Statement{{SQL: "SELECT * FROM t"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, _, err := p.Run(context.Background(), 0)
+		if err != nil || res[0].Error != "" {
+			t.Fatalf("read: %+v %v", res, err)
+		}
+		return res[0].Columns, res[0].Values[0]
+	}
+	applyOutcome(t, db, 1, entry(0, 0, false, "CREATE TABLE t(a)", "INSERT INTO t VALUES(1)"))
+	if got, _ := columns(); !reflect.DeepEqual(got, []string{"a"}) {
+		t.Fatalf("columns: got %v, want [a]", got)
+	}
+	applyOutcome(t, db, 2, entry(0, 0, false, "ALTER TABLE t ADD COLUMN b DEFAULT 2"))
+	for i := 0; i < 2; i++ {
+		got, row := columns()
+		if !reflect.DeepEqual(got, []string{"a", "b"}) || len(row) != 2 {
+			t.Fatalf("read %d after ALTER TABLE: columns %v, row %v; want [a b] and 2 values", i+1, got, row)
 		}
 	}
 }
