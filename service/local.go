@@ -46,6 +46,9 @@ func (n *Node) Do(ctx context.Context, db string, req *api.Request, readOnly boo
 	if d == nil {
 		return nil, fmt.Errorf("%w %q (it serves %v)", ErrNoDatabase, db, n.cfg.Databases)
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %w", err, api.Errorf(api.CodeTimeout, "the request's context ended before it ran"))
+	}
 	r := *req
 	if err := api.CheckRequest(&r); err != nil {
 		return nil, err

@@ -135,6 +135,10 @@ type Connector struct {
 	seq atomic.Uint64
 }
 
+// ErrClosed is returned by a connection whose connector was closed (with
+// its *sql.DB).
+var ErrClosed = errors.New("nqsql: the connector is closed")
+
 // Transport carries the driver's requests to a node and brings back the
 // responses: the NATS client by default (NewConnector, a DSN), or anything
 // else given to NewTransportConnector, such as an embedded replica that
@@ -248,7 +252,7 @@ func (c *Connector) transport() (Transport, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return nil, errors.New("nqsql: the connector is closed")
+		return nil, ErrClosed
 	}
 	if c.tr != nil {
 		return c.tr, nil
