@@ -162,6 +162,12 @@ type Transport interface {
 type natsTransport struct{ cl *client.Client }
 
 func (t natsTransport) Do(ctx context.Context, db string, ep client.Endpoint, req *api.Request) (*api.Response, error) {
+	// The node's checks, before encoding: JSON would turn text that is
+	// not UTF-8 into U+FFFD silently, where the node refuses it.
+	checked := *req
+	if err := api.CheckRequest(&checked); err != nil {
+		return nil, err
+	}
 	r := client.Request{Statements: req.Statements, Transaction: req.Transaction, Level: req.Level, AfterSeq: req.AfterSeq,
 		Queue: req.Queue, ID: req.ID, Format: req.Format, TimeoutMS: req.TimeoutMS}
 	if r.Level == api.LevelNone {
