@@ -239,6 +239,10 @@ func TestReplica_LocalReads(t *testing.T) {
 	if got := scalar[int64](t, db, "SELECT sum(x) FROM t WHERE x <> 4"); got != 11 {
 		t.Fatalf("after the restart: %d, want 11", got)
 	}
+	// Before the restarted server's cleanup shuts it down again.
+	if err := r.Stop(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestReplica_SameResults checks that a request gives the same results
