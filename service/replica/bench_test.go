@@ -27,11 +27,14 @@ const benchRows = 10000
 // BenchmarkReplica_PointRead reads one row by primary key of a
 // 10,000-row table through database/sql, from one goroutine and from 16,
 // with the same query and the same node two ways: the replica's *sql.DB
-// (in-process, service.Node.Do) and the nqsql driver over NATS to that
-// node (one embedded nats-server on loopback, in the same process).
-// Each sub-benchmark reports ops/s.
+// (local: in-process, service.Node.Do) and the nqsql driver over NATS to
+// that node (nats: one nats-server on loopback, in the same process).
+// The floors under them, from one goroutine: plain SQLite on the node's
+// file (sqlite), apply's read path (apply) and Node.Do without
+// database/sql (do). Each sub-benchmark reports ops/s and cpu-us/op (see
+// measure.report). The figures are in the README ("Embedded replica").
 //
-//	go test -run '^$' -bench BenchmarkReplica_PointRead -benchtime 200000x ./service/replica/
+//	go test -run '^$' -bench BenchmarkReplica_PointRead -benchtime 200000x -count 3 ./service/replica/
 func BenchmarkReplica_PointRead(b *testing.B) {
 	ns := servicetest.StartServer(b)
 	nc := servicetest.Connect(b, ns.ClientURL())
