@@ -18,12 +18,10 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -33,6 +31,7 @@ import (
 	"github.com/peterbourgon/ff/v3"
 
 	"github.com/nqlite/nqlite/service"
+	"github.com/nqlite/nqlite/service/embedded"
 )
 
 type listFlag []string
@@ -202,71 +201,38 @@ func run(args []string) error {
 	return node.Stop()
 }
 
+// startEmbedded starts the embedded nats-server (package
+// service/embedded) the flags describe, with errors naming the flags.
 func startEmbedded(c config) (*server.Server, error) {
-	opts := &server.Options{
-		ServerName: c.nodeID,
-		JetStream:  true,
-		StoreDir:   filepath.Join(c.dataDir, "jetstream"),
-		NoSigs:     true,
-	}
 	// Durable by default: fsync every stored message before its ack
 	// (nats-server's sync_interval: always), as a Raft log does.
-	if c.jsSync == "always" {
-		opts.SyncAlways = true
-	} else {
+	var sync time.Duration
+	if c.jsSync != "always" {
 		d, err := time.ParseDuration(c.jsSync)
 		if err != nil || d <= 0 {
 			return nil, fmt.Errorf("--js-sync %q: want always or a positive duration such as 2m", c.jsSync)
 		}
-		opts.SyncInterval = d
+		sync = d
 	}
-	if c.jsDomain != "" {
-		opts.JetStreamDomain = c.jsDomain
-	}
-	if len(c.leafURLs) > 0 {
-		// A leaf node of the hub: no JetStream here (the stream lives in
-		// the hub's domain), and one outbound connection to the hub.
-		opts.JetStream, opts.StoreDir, opts.JetStreamDomain = false, "", ""
-		remote := &server.RemoteLeafOpts{Credentials: c.leafCreds}
-		for _, s := range c.leafURLs {
-			if !strings.Contains(s, "://") {
-				s = "nats-leaf://" + s
-			}
-			u, err := url.Parse(s)
-			if err != nil {
-				return nil, fmt.Errorf("--leaf-remote %q: %w", s, err)
-			}
-			remote.URLs = append(remote.URLs, u)
-		}
-		opts.LeafNode.Remotes = []*server.RemoteLeafOpts{remote}
-		// Notice a silently dead link (no reset, no FIN) within about
-		// 15 s instead of NATS's default of minutes: until then, writes
-		// wait out their timeout instead of failing at once with 503.
-		opts.PingInterval, opts.MaxPingsOut = 5*time.Second, 2
-	}
-	if c.natsListen == "" {
-		opts.DontListen = true
-	} else {
-		h, p, err := net.SplitHostPort(c.natsListen)
-		if err != nil {
-			return nil, fmt.Errorf("--nats-listen %q: %w", c.natsListen, err)
-		}
-		port, err := strconv.Atoi(p)
-		if err != nil {
-			return nil, fmt.Errorf("--nats-listen %q: bad port", c.natsListen)
-		}
-		opts.Host, opts.Port = h, port
-	}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		return nil, fmt.Errorf("embedded nats-server: %w", err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(30 * time.Second) {
-		ns.Shutdown()
+	ns, err := embedded.Start(embedded.Options{
+		SyncInterval: sync,
+		Name:         c.nodeID,
+		StoreDir:     filepath.Join(c.dataDir, "jetstream"),
+		Listen:       c.natsListen,
+		JSDomain:     c.jsDomain,
+		LeafRemotes:  c.leafURLs,
+		LeafCreds:    c.leafCreds,
+	})
+	var oe *embedded.OptionError
+	switch {
+	case errors.As(err, &oe) && oe.Field == "LeafRemotes":
+		return nil, fmt.Errorf("--leaf-remote %q: %w", oe.Value, oe.Err)
+	case errors.As(err, &oe):
+		return nil, fmt.Errorf("--nats-listen %q: %w", oe.Value, oe.Err)
+	case errors.Is(err, embedded.ErrNotReady):
 		return nil, fmt.Errorf("embedded nats-server did not start (is %s already in use? set --nats-listen)", c.natsListen)
 	}
-	return ns, nil
+	return ns, err
 }
 
 func connect(c config, url string, ns *server.Server, log *slog.Logger) (*nats.Conn, error) {

@@ -2,6 +2,7 @@ package apply
 
 import (
 	"container/list"
+	"context"
 	"errors"
 	"fmt"
 	"regexp"
@@ -43,6 +44,10 @@ type conn struct {
 	rec    *recorder
 	lru    *list.List // of *cachedStmt, most recent first
 	cache  map[string]*list.Element
+	// A read connection: ctx is the running read's context (nil between
+	// reads), watched whether readProgress is installed (read.go).
+	ctx     context.Context
+	watched bool
 }
 
 type cachedStmt struct {
@@ -50,6 +55,10 @@ type cachedStmt struct {
 	stmt   *sqlite.Stmt
 	handle uintptr // the sqlite3_stmt*, stable across SQLite's re-prepares
 	info   stmtInfo
+	// The result columns' names and declared types (readRows, columnsOf),
+	// as of the statement's preparation number reprepared.
+	columns, declTypes []string
+	reprepared         int32
 }
 
 // Limits set on every connection (https://sqlite.org/limits.html). They
@@ -166,6 +175,7 @@ func (cs *cachedStmt) release() {
 }
 
 func (c *conn) close() error {
+	c.unwatchReads()
 	for el := c.lru.Front(); el != nil; el = el.Next() {
 		el.Value.(*cachedStmt).stmt.Finalize()
 	}

@@ -170,6 +170,7 @@ func (db *DB) open() error {
 			return err
 		}
 		rc.SetDefensive(true)
+		c.watchReads()
 		db.readers <- c
 		db.nopen++
 	}

@@ -62,6 +62,17 @@ func (c *conn) expired(cs *cachedStmt) bool {
 	return lib.Xsqlite3_expired(c.tls, cs.handle) != 0
 }
 
+// columnsOf fills cs.columns and cs.declTypes, unless they were read
+// since SQLite last prepared the statement (sqlite3_stmt_status
+// SQLITE_STMTSTATUS_REPREPARE counts its re-preparations).
+func (c *conn) columnsOf(cs *cachedStmt) {
+	rp := lib.Xsqlite3_stmt_status(c.tls, cs.handle, lib.SQLITE_STMTSTATUS_REPREPARE, 0)
+	if cs.columns != nil && rp == cs.reprepared {
+		return
+	}
+	cs.columns, cs.declTypes, cs.reprepared = c.columnNames(cs), c.columnDeclTypes(cs), rp
+}
+
 // columnNames returns sqlite3_column_name for each result column
 // (zombiezen's ColumnName loses duplicate names).
 func (c *conn) columnNames(cs *cachedStmt) []string {

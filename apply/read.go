@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"sync"
 
 	"github.com/nqlite/nqlite/service/api"
+	"modernc.org/libc"
+	lib "modernc.org/sqlite/lib"
 	"zombiezen.com/go/sqlite"
 )
 
@@ -22,6 +25,10 @@ type Plan struct {
 	errs  []error
 	write bool
 	first int // index of the first writing statement
+
+	// Storage of cs and errs for a request of one statement (most are).
+	cs1   [1]*cachedStmt
+	errs1 [1]error
 }
 
 // Prepare classifies a request. A statement forbidden by nqlite's SQL
@@ -34,7 +41,12 @@ func (db *DB) Prepare(ctx context.Context, stmts []api.Statement) (*Plan, error)
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{db: db, c: c, pool: pool, stmts: stmts, cs: make([]*cachedStmt, len(stmts)), errs: make([]error, len(stmts))}
+	p := &Plan{db: db, c: c, pool: pool, stmts: stmts}
+	if len(stmts) == 1 {
+		p.cs, p.errs = p.cs1[:], p.errs1[:]
+	} else {
+		p.cs, p.errs = make([]*cachedStmt, len(stmts)), make([]error, len(stmts))
+	}
 	nondet := ""
 	refreshed := false
 	for i := range stmts {
@@ -110,17 +122,22 @@ func (p *Plan) Close() {
 // Run executes a read Plan on its connection and returns one result per
 // statement and the applied sequence the reads saw at least. Several
 // statements run in one read transaction (one consistent snapshot).
-// ctx interrupts a long read (SQLite's sqlite3_interrupt). maxBytes (0: no
-// limit) bounds the memory rows take: past it, rows are counted but not
-// kept, and Run fails with a 413 *api.Error giving the row count.
+// ctx interrupts a long read (the read connections' progress handler,
+// readProgress) with a 408 *api.Error. maxBytes (0: no limit) bounds the
+// memory rows take: past it, rows are counted but not kept, and Run fails
+// with a 413 *api.Error giving the row count.
 func (p *Plan) Run(ctx context.Context, maxBytes int) ([]api.Result, uint64, error) {
 	defer p.Close()
 	if p.write {
 		return nil, 0, fmt.Errorf("plan writes: it must be applied from the stream")
 	}
 	c := p.c
-	c.c.SetInterrupt(ctx.Done())
-	defer c.c.SetInterrupt(nil)
+	if ctx.Err() != nil {
+		return nil, 0, api.Errorf(api.CodeTimeout, "the request timed out before its read began")
+	}
+	// The progress handler (readProgress) ends the read once ctx ends.
+	c.ctx = ctx
+	defer func() { c.ctx = nil }()
 	seq := p.db.applied.Load()
 	multi := len(p.cs) > 1
 	if multi {
@@ -128,7 +145,7 @@ func (p *Plan) Run(ctx context.Context, maxBytes int) ([]api.Result, uint64, err
 			return nil, 0, err
 		}
 		defer func() {
-			c.c.SetInterrupt(nil)
+			c.ctx = nil
 			if c.exec("COMMIT") != nil {
 				c.exec("ROLLBACK")
 			}
@@ -136,6 +153,11 @@ func (p *Plan) Run(ctx context.Context, maxBytes int) ([]api.Result, uint64, err
 	}
 	results := make([]api.Result, len(p.cs))
 	for i, cs := range p.cs {
+		if i > 0 && ctx.Err() != nil {
+			// Between statements (a statement shorter than progressEvery
+			// steps never calls readProgress).
+			return nil, 0, api.Errorf(api.CodeTimeout, "statement %d interrupted: request timed out", i+1)
+		}
 		if p.errs[i] != nil {
 			results[i].Error = errorText(p.errs[i])
 			continue
@@ -164,6 +186,42 @@ func (p *Plan) Run(ctx context.Context, maxBytes int) ([]api.Result, uint64, err
 	return results, seq, nil
 }
 
+// readConns maps each read connection's sqlite3* to it, for readProgress.
+var readConns sync.Map
+
+// watchReads installs readProgress on the read connection c: SQLite calls
+// it every progressEvery VM steps, and it ends the statement
+// (SQLITE_INTERRUPT) once c.ctx, the running read's context, has ended. It runs on the goroutine stepping the statement, so a read
+// costs no goroutine and no registration (zombiezen's SetInterrupt
+// starts a goroutine per read: about 3 us of a 7 us point read), and a
+// short read (a point read is a few dozen steps) no call at all. SQLite
+// checks it where it checks sqlite3_interrupt, at the VM's jumps.
+func (c *conn) watchReads() {
+	readConns.Store(c.handle, c)
+	c.watched = true
+	lib.Xsqlite3_progress_handler(c.tls, c.handle, progressEvery, cFuncPointer(readProgress), c.handle)
+}
+
+// unwatchReads removes readProgress before c closes.
+func (c *conn) unwatchReads() {
+	if c.watched {
+		lib.Xsqlite3_progress_handler(c.tls, c.handle, 0, 0, 0)
+		readConns.Delete(c.handle)
+		c.watched = false
+	}
+}
+
+// readProgress is the progress handler of read connections: non-zero
+// (interrupt) once the running read's context ended.
+func readProgress(tls *libc.TLS, arg uintptr) int32 {
+	v, _ := readConns.Load(arg)
+	c, _ := v.(*conn)
+	if c == nil || c.ctx == nil || c.ctx.Err() == nil {
+		return 0
+	}
+	return 1
+}
+
 // rowBudget bounds the bytes of rows a read keeps (an estimate of their
 // JSON size).
 type rowBudget struct {
@@ -178,16 +236,25 @@ type rowBudget struct {
 // counted but not kept. A nil budget keeps everything.
 func readRows(c *conn, cs *cachedStmt, res *api.Result, budget *rowBudget) error {
 	s := cs.stmt
-	n := s.ColumnCount()
-	if n > 0 {
-		res.Columns = c.columnNames(cs)
-		res.Types = c.columnDeclTypes(cs)
-		res.Values = [][]any{}
-	}
-	for {
+	n := 0
+	for first := true; ; first = false {
 		row, err := s.Step()
 		if err != nil {
 			return err
+		}
+		if first {
+			// After the first step: SQLite prepares a statement again
+			// inside it when the schema changed (SELECT * after ALTER
+			// TABLE), which may change the columns.
+			n = s.ColumnCount()
+			if n > 0 {
+				c.columnsOf(cs)
+				// Copies: the caller owns the result (database/sql hands
+				// Columns to the program).
+				res.Columns = append([]string(nil), cs.columns...)
+				res.Types = append([]string(nil), cs.declTypes...)
+				res.Values = [][]any{}
+			}
 		}
 		if !row {
 			return nil
@@ -234,6 +301,11 @@ func (db *DB) takeReader(ctx context.Context) (*conn, chan *conn, error) {
 	db.fileMu.RUnlock()
 	if readers == nil {
 		return nil, nil, ErrUnavailable
+	}
+	select {
+	case c := <-readers:
+		return c, readers, nil
+	default: // none free: wait (ctx.Done makes a channel: not before it is needed)
 	}
 	select {
 	case c := <-readers:

@@ -109,12 +109,12 @@ func (s state) String() string {
 type database struct {
 	name      string
 	path      string
-	db        *apply.DB                     // set before the database is served (by run when !local)
+	db        *apply.DB                     // set before the database is served (by runDatabase when !local)
 	local     bool                          // a usable local copy was opened at start
 	str       atomic.Pointer[stream.Stream] // nil until JetStream was reached
 	connected chan struct{}                 // closed once str is set
 	ready     chan struct{}                 // closed once caught up with the stream as it was when reached
-	done      chan error                    // run's result
+	done      chan error                    // runDatabase's result
 	state     atomic.Int32                  // a state
 	lastSnap  atomic.Uint64                 // sequence of the latest stored snapshot known here
 	restores  atomic.Uint64                 // restores from a snapshot while running
@@ -238,7 +238,14 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	// Once Start returns, the server knows the endpoints' subscriptions.
-	if err := n.nc.FlushWithContext(ctx); err != nil {
+	// (FlushWithContext refuses a context without a deadline.)
+	fctx := ctx
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		fctx, cancel = context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+	}
+	if err := n.nc.FlushWithContext(fctx); err != nil {
 		n.Stop()
 		return nil, fmt.Errorf("flush: %w", err)
 	}
@@ -268,7 +275,7 @@ func (n *Node) openDatabase(name string) (*database, error) {
 		d.db, d.local = db, true
 		d.setState(offline)
 	}
-	go func() { d.done <- n.run(d) }()
+	go func() { d.done <- n.runDatabase(d) }()
 	return d, nil
 }
 
@@ -344,10 +351,10 @@ func (n *Node) openStore(ctx context.Context) (*snapshot.Store, error) {
 	}
 }
 
-// run reaches d's stream (waiting for JetStream as long as it takes),
+// runDatabase reaches d's stream (waiting for JetStream as long as it takes),
 // rebuilds a missing or unreadable local file, starts the snapshot loop
 // and follows the stream until the node stops.
-func (n *Node) run(d *database) error {
+func (n *Node) runDatabase(d *database) error {
 	str, err := stream.Open(n.ctx, n.js, stream.Config{
 		Name:        StreamName(d.name),
 		Subject:     EntrySubject(d.name),
@@ -460,7 +467,7 @@ func (n *Node) Stop() error {
 				if err != nil {
 					errs = append(errs, err)
 				}
-				if d.db != nil { // run has returned: d.db is settled
+				if d.db != nil { // runDatabase returned: d.db is settled
 					errs = append(errs, d.db.Close())
 				}
 			case <-deadline:

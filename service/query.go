@@ -7,14 +7,26 @@ import (
 	"github.com/nqlite/nqlite/service/api"
 )
 
-// handle runs one request and returns its response or an *api.Error (any
-// other error is answered as internal). Every error before n.write means
-// nothing was published.
+// handle runs one request payload that arrived on an endpoint and returns
+// its response or an *api.Error (any other error is answered as
+// internal). Every error before n.write means nothing was published.
 func (n *Node) handle(d *database, data []byte, start time.Time, readOnly bool) (*api.Response, error) {
 	req, err := api.ParseRequest(data)
 	if err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithDeadline(n.ctx, start.Add(time.Duration(req.TimeoutMS)*time.Millisecond))
+	defer cancel()
+	// Rows are kept up to twice the max payload (an estimate bounding
+	// memory); serve checks the exact size of the response.
+	return n.run(ctx, d, req, readOnly, 2*int(n.nc.MaxPayload()))
+}
+
+// run runs a decoded request, whether it came over NATS (handle) or from
+// this process (Do): the state of the database, read consistency,
+// classification, then a local read or one stream entry. ctx carries the
+// request's deadline. maxBytes bounds the rows a read keeps (0: no bound).
+func (n *Node) run(ctx context.Context, d *database, req *api.Request, readOnly bool, maxBytes int) (*api.Response, error) {
 	switch d.getState() {
 	case restoring:
 		return nil, errRestoring
@@ -26,8 +38,6 @@ func (n *Node) handle(d *database, data []byte, start time.Time, readOnly bool) 
 	if len(req.Statements) > MaxStatements {
 		return nil, api.Errorf(api.CodeBadRequest, "the request holds %d statements, over the limit of %d: split it", len(req.Statements), MaxStatements)
 	}
-	ctx, cancel := context.WithDeadline(n.ctx, start.Add(time.Duration(req.TimeoutMS)*time.Millisecond))
-	defer cancel()
 	if err := n.waitConsistency(ctx, d, req); err != nil {
 		return nil, err
 	}
@@ -58,9 +68,7 @@ func (n *Node) handle(d *database, data []byte, start time.Time, readOnly bool) 
 		return nil, api.Errorf(api.CodeForbidden, "statement %d writes, and %s only reads: send writes to %s", i+1, ReadSubject(d.name), QuerySubject(d.name))
 	}
 	if !plan.Write() {
-		// Rows are kept up to twice the max payload (an estimate bounding
-		// memory); serve checks the exact size of the response.
-		results, seq, err := plan.Run(ctx, 2*int(n.nc.MaxPayload()))
+		results, seq, err := plan.Run(ctx, maxBytes)
 		if err != nil {
 			return nil, err
 		}

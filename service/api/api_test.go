@@ -83,6 +83,48 @@ func TestParseRequest_Errors(t *testing.T) {
 	}
 }
 
+func TestCheckRequest(t *testing.T) {
+	// Defaults filled in as ParseRequest fills them.
+	r := api.Request{Statements: []api.Statement{{SQL: "SELECT ?, ?, ?, ?, ?", Params: []any{nil, int64(1), 1.5, "s", []byte{1}}},
+		{SQL: "SELECT :a", Named: map[string]any{"a": int64(2)}}}}
+	if err := api.CheckRequest(&r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Level != api.LevelNone || r.Format != api.FormatRows || r.TimeoutMS != api.DefaultTimeoutMS {
+		t.Errorf("defaults: got level %q, format %q, timeout %d", r.Level, r.Format, r.TimeoutMS)
+	}
+	one := func(st api.Statement) []api.Statement { return []api.Statement{st} }
+	for _, tt := range []struct {
+		name string
+		req  api.Request
+		want string
+	}{
+		{"no statement", api.Request{}, "no SQL statement"},
+		{"NUL", api.Request{Statements: one(api.Statement{SQL: "SELECT 1\x00"})}, "NUL byte"},
+		{"SQL not UTF-8", api.Request{Statements: one(api.Statement{SQL: "SELECT '\xff'"})}, "UTF-8"},
+		{"text not UTF-8", api.Request{Statements: one(api.Statement{SQL: "SELECT ?", Params: []any{"\xff"}})}, "UTF-8"},
+		{"int", api.Request{Statements: one(api.Statement{SQL: "SELECT ?", Params: []any{7}})}, "type int"},
+		{"both kinds", api.Request{Statements: one(api.Statement{SQL: "SELECT ?", Params: []any{nil}, Named: map[string]any{"a": nil}})}, "both"},
+		{"prefix", api.Request{Statements: one(api.Statement{SQL: "SELECT :a", Named: map[string]any{":a": nil}})}, "without its prefix"},
+		{"empty name", api.Request{Statements: one(api.Statement{SQL: "SELECT :a", Named: map[string]any{"": nil}})}, "empty parameter name"},
+		{"level", api.Request{Statements: one(api.Statement{SQL: "SELECT 1"}), Level: "weakest"}, "level"},
+		{"format", api.Request{Statements: one(api.Statement{SQL: "SELECT 1"}), Format: "csv"}, "format"},
+		{"timeout", api.Request{Statements: one(api.Statement{SQL: "SELECT 1"}), TimeoutMS: -1}, "timeout_ms"},
+		{"long timeout", api.Request{Statements: one(api.Statement{SQL: "SELECT 1"}), TimeoutMS: api.MaxTimeoutMS + 1}, "timeout_ms"},
+		{"id", api.Request{Statements: one(api.Statement{SQL: "SELECT 1"}), ID: "a\nb"}, "control character"},
+	} {
+		req := tt.req
+		err := api.CheckRequest(&req)
+		var ae *api.Error
+		if !errors.As(err, &ae) || ae.Code != api.CodeBadRequest || !strings.Contains(ae.Message, tt.want) {
+			t.Errorf("%s: got %v, want a 400 error with %q", tt.name, err, tt.want)
+		}
+		if !reflect.DeepEqual(req, tt.req) {
+			t.Errorf("%s: the request changed: %+v", tt.name, req)
+		}
+	}
+}
+
 func TestResponse_RoundTrip(t *testing.T) {
 	resp := &api.Response{
 		Results: []api.Result{

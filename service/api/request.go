@@ -208,17 +208,10 @@ func parseObject(data []byte, req *Request) error {
 		}
 		req.TimeoutMS = *o.TimeoutMS
 	}
-	if o.ID != "" {
-		if len(o.ID) > 256 {
-			return Errorf(CodeBadRequest, "id is %d bytes long: at most 256", len(o.ID))
-		}
-		for _, r := range o.ID {
-			if r < 0x20 || r == 0x7f {
-				return Errorf(CodeBadRequest, "id holds a control character: use printable text")
-			}
-		}
-		req.ID = o.ID
+	if err := checkID(o.ID); err != nil {
+		return err
 	}
+	req.ID = o.ID
 	return nil
 }
 

@@ -12,7 +12,8 @@ import "strings"
 // comments or semicolons) are dropped. Split never fails: text SQLite
 // cannot parse comes back as it is, for SQLite to report the error.
 func Split(sql string) []string {
-	s := Scanner{record: true}
+	var one [1][2]int // most texts hold one statement
+	s := Scanner{record: true, stmts: one[:0]}
 	s.Feed(sql)
 	s.finish()
 	if len(s.stmts) == 0 {
@@ -47,7 +48,8 @@ type Scanner struct {
 	// ended: a statement ended (at a top-level ';') since the last Reset.
 	ended bool
 
-	words   []string // leading keywords, to recognise CREATE TRIGGER
+	words   [4]string // leading keywords (keyword's), to recognise CREATE TRIGGER
+	nwords  int
 	trigger bool
 	// In a trigger: 0 inside the body, 1 just after ';', 2 after "; END"
 	// (the next ';' ends the statement).
@@ -61,7 +63,7 @@ type Scanner struct {
 }
 
 // Reset forgets everything fed so far.
-func (s *Scanner) Reset() { *s = Scanner{words: s.words[:0]} }
+func (s *Scanner) Reset() { *s = Scanner{} }
 
 // Idle reports whether nothing but white space and comments was fed since
 // the last Reset or statement end, outside any quote or comment.
@@ -162,9 +164,13 @@ func (s *Scanner) Feed(text string) {
 		}
 		s.end = s.pos + i
 		tok := text[tokStart:i]
-		if ident && !s.trigger && len(s.words) < 4 {
-			s.words = append(s.words, strings.ToUpper(tok))
-			s.trigger = isCreateTrigger(s.words)
+		if ident && !s.trigger && s.nwords < len(s.words) {
+			s.words[s.nwords] = keyword(tok)
+			s.nwords++
+			s.trigger = isCreateTrigger(s.words[:s.nwords])
+			if s.nwords == 1 && s.words[0] != "EXPLAIN" && s.words[0] != "CREATE" {
+				s.nwords = len(s.words) // no trigger: stop looking
+			}
 		}
 		if s.trigger {
 			if s.tstate == 1 && strings.EqualFold(tok, "END") {
@@ -182,7 +188,7 @@ func (s *Scanner) endStatement() {
 		s.stmts = append(s.stmts, [2]int{s.start, s.end})
 	}
 	s.significant = false
-	s.words, s.trigger, s.tstate = s.words[:0], false, 0
+	s.nwords, s.trigger, s.tstate = 0, false, 0
 }
 
 // finish closes a last statement without ';'. An unterminated quote runs
@@ -210,6 +216,20 @@ func isCreateTrigger(w []string) bool {
 		return len(w) > 2 && w[2] == "TRIGGER"
 	}
 	return w[1] == "TRIGGER"
+}
+
+// keywords are the words isCreateTrigger looks for.
+var keywords = []string{"EXPLAIN", "QUERY", "CREATE", "TEMP", "TEMPORARY", "TRIGGER"}
+
+// keyword returns tok in upper case if it is one of keywords, else ""
+// (without allocating: Split runs for every statement a client sends).
+func keyword(tok string) string {
+	for _, k := range keywords {
+		if strings.EqualFold(tok, k) {
+			return k
+		}
+	}
+	return ""
 }
 
 func isIdentByte(c byte) bool {

@@ -143,9 +143,10 @@ func (c *conn) Prepare(query string) (driver.Stmt, error) {
 }
 
 // PrepareContext returns a statement. Nothing is sent: the node prepares
-// the SQL with each execution, and reports errors then.
+// the SQL with each execution, and reports errors then. The query is
+// split into statements once, here.
 func (c *conn) PrepareContext(_ context.Context, query string) (driver.Stmt, error) {
-	return &stmt{c: c, query: query}, nil
+	return &stmt{c: c, parts: api.Split(query)}, nil
 }
 
 // Begin starts a transaction with the default options.
@@ -171,8 +172,13 @@ func (c *conn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, e
 // ExecContext runs query (see the package doc, "Statements"); inside a
 // transaction it buffers it until Commit.
 func (c *conn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	return c.exec(ctx, api.Split(query), args)
+}
+
+// exec runs the statements of a query, split (parts), with args.
+func (c *conn) exec(ctx context.Context, parts []string, args []driver.NamedValue) (driver.Result, error) {
 	o := c.takeOptions()
-	stmts, err := statements(query, args)
+	stmts, err := statements(parts, args)
 	if err != nil {
 		return nil, err
 	}
@@ -196,8 +202,13 @@ func (c *conn) ExecContext(ctx context.Context, query string, args []driver.Name
 // QueryContext runs one statement and returns its rows (see the package
 // doc); inside a transaction it reads on the read-only endpoint.
 func (c *conn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	return c.query(ctx, api.Split(query), args)
+}
+
+// query runs the statement of a query, split (parts), with args.
+func (c *conn) query(ctx context.Context, parts []string, args []driver.NamedValue) (driver.Rows, error) {
 	o := c.takeOptions()
-	stmts, err := statements(query, args)
+	stmts, err := statements(parts, args)
 	if err != nil {
 		return nil, err
 	}
@@ -231,11 +242,10 @@ func (c *conn) QueryContext(ctx context.Context, query string, args []driver.Nam
 	return newRows(res.Columns, res.Types, res.Values), nil
 }
 
-// statements splits query into statements and binds args: positional
-// (Params) or named (Named), not both. A call with arguments holds one
-// statement.
-func statements(query string, args []driver.NamedValue) ([]api.Statement, error) {
-	parts := api.Split(query)
+// statements makes the statements of a query split by api.Split (parts)
+// and binds args: positional (Params) or named (Named), not both. A call
+// with arguments holds one statement.
+func statements(parts []string, args []driver.NamedValue) ([]api.Statement, error) {
 	if len(parts) == 0 {
 		return nil, errors.New("nqsql: no SQL statement in the query")
 	}
@@ -294,12 +304,12 @@ type sendMode struct {
 // the connector's sequence as after_seq, except the reads of a
 // transaction, which carry the sequence the transaction began with.
 func (cn *Connector) send(ctx context.Context, stmts []api.Statement, o callOptions, m sendMode) (*api.Response, error) {
-	cl, err := cn.client()
+	tr, err := cn.transport()
 	if err != nil {
 		return nil, err
 	}
 	s := cn.settings
-	req := client.Request{Statements: stmts, Format: api.FormatValues, ID: o.id, Transaction: m.tx}
+	req := &api.Request{Statements: stmts, Format: api.FormatValues, ID: o.id, Transaction: m.tx}
 	req.AfterSeq = max(cn.Seq(), o.afterSeq)
 	if m.inTx {
 		req.AfterSeq = max(m.txSeq, o.afterSeq)
@@ -329,12 +339,11 @@ func (cn *Connector) send(ctx context.Context, stmts []api.Statement, o callOpti
 	if timeout > 0 {
 		req.TimeoutMS = int(min((timeout+time.Millisecond-1)/time.Millisecond, api.MaxTimeoutMS))
 	}
-	var resp *api.Response
+	ep := client.QueryEndpoint
 	if m.readOnly || s.readOnly {
-		resp, err = cl.Read(ctx, s.db, req)
-	} else {
-		resp, err = cl.Query(ctx, s.db, req)
+		ep = client.ReadEndpoint
 	}
+	resp, err := tr.Do(ctx, s.db, ep, req)
 	if err != nil {
 		if seq, ok := client.StoredSeq(err); ok {
 			// Stored, not yet applied on that node: later requests wait
@@ -378,10 +387,11 @@ type duplicateResult struct{}
 func (duplicateResult) LastInsertId() (int64, error) { return 0, ErrDuplicate }
 func (duplicateResult) RowsAffected() (int64, error) { return 0, ErrDuplicate }
 
-// stmt is a prepared statement: the SQL, sent with each execution.
+// stmt is a prepared statement: the SQL, split into statements, sent with
+// each execution.
 type stmt struct {
 	c     *conn
-	query string
+	parts []string
 }
 
 // Close does nothing: nothing was prepared on a node.
@@ -402,12 +412,12 @@ func (s *stmt) Query(args []driver.Value) (driver.Rows, error) {
 
 // ExecContext runs the statement as conn.ExecContext does.
 func (s *stmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
-	return s.c.ExecContext(ctx, s.query, args)
+	return s.c.exec(ctx, s.parts, args)
 }
 
 // QueryContext runs the statement as conn.QueryContext does.
 func (s *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
-	return s.c.QueryContext(ctx, s.query, args)
+	return s.c.query(ctx, s.parts, args)
 }
 
 func named(args []driver.Value) []driver.NamedValue {

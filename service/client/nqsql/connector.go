@@ -119,19 +119,64 @@ func WithReadOnly() Option {
 }
 
 // Connector makes connections to one nqlite database. All its connections
-// share one NATS connection and one stream position (Seq), which gives
-// read-your-writes across the pool of a *sql.DB. Use it with sql.OpenDB.
+// share one Transport (by default one NATS connection) and one stream
+// position (Seq), which gives read-your-writes across the pool of a
+// *sql.DB. Use it with sql.OpenDB.
 type Connector struct {
 	settings settings
-	dial     *client.ConnConfig // nil: nc was given
+	dial     *client.ConnConfig // nil: nc or a transport was given
 
 	mu     sync.Mutex
 	nc     *nats.Conn
 	owned  bool // nc was dialed here: Close closes it
-	cl     *client.Client
+	tr     Transport
 	closed bool
 
 	seq atomic.Uint64
+}
+
+// ErrClosed is returned by a connection whose connector was closed (with
+// its *sql.DB).
+var ErrClosed = errors.New("nqsql: the connector is closed")
+
+// Transport carries the driver's requests to a node and brings back the
+// responses: the NATS client by default (NewConnector, a DSN), or anything
+// else given to NewTransportConnector, such as an embedded replica that
+// runs requests on its own node in-process (service/replica).
+//
+// Do sends req to database db, on the endpoint ep: client.QueryEndpoint
+// (nqlite.query.<db>) or client.ReadEndpoint (nqlite.read.<db>, where a
+// writing statement is refused with 403 before anything is published),
+// and returns the decoded response, as client.Client.Query and Read do.
+// The driver fills req as the wire request: Format api.FormatValues,
+// Level "" (none) or api.LevelStrong, TimeoutMS 0 for the node's default.
+// Do must not change or keep req after it returns; the response becomes
+// the driver's. Request-level failures are *api.Error with the node's
+// code. Do is called from many goroutines at once.
+type Transport interface {
+	Do(ctx context.Context, db string, ep client.Endpoint, req *api.Request) (*api.Response, error)
+}
+
+// natsTransport is the Transport over NATS: client.Client's Query and
+// Read, the request encoded as the JSON object form.
+type natsTransport struct{ cl *client.Client }
+
+func (t natsTransport) Do(ctx context.Context, db string, ep client.Endpoint, req *api.Request) (*api.Response, error) {
+	// The node's checks, before encoding: JSON would turn text that is
+	// not UTF-8 into U+FFFD silently, where the node refuses it.
+	checked := *req
+	if err := api.CheckRequest(&checked); err != nil {
+		return nil, err
+	}
+	r := client.Request{Statements: req.Statements, Transaction: req.Transaction, Level: req.Level, AfterSeq: req.AfterSeq,
+		Queue: req.Queue, ID: req.ID, Format: req.Format, TimeoutMS: req.TimeoutMS}
+	if r.Level == api.LevelNone {
+		r.Level = ""
+	}
+	if ep == client.ReadEndpoint {
+		return t.cl.Read(ctx, db, r)
+	}
+	return t.cl.Query(ctx, db, r)
 }
 
 // NewConnector returns a connector using nc, which stays the caller's (the
@@ -147,13 +192,31 @@ func NewConnector(nc *nats.Conn, opts ...Option) (*Connector, error) {
 			return nil, err
 		}
 	}
-	return &Connector{settings: s, nc: nc, cl: client.New(nc)}, nil
+	return &Connector{settings: s, nc: nc, tr: natsTransport{client.New(nc)}}, nil
+}
+
+// NewTransportConnector returns a connector whose requests go through t
+// instead of NATS (see Transport); everything else (options, per-call
+// options, read-your-writes, transactions, values, errors) is as with
+// NewConnector. Closing the connector does not close t. Options: WithDB,
+// WithLevel, WithTimeout, WithReadOnly.
+func NewTransportConnector(t Transport, opts ...Option) (*Connector, error) {
+	if t == nil {
+		return nil, errors.New("nqsql: NewTransportConnector: nil Transport")
+	}
+	s := settings{db: "main"}
+	for _, o := range opts {
+		if err := o(&s); err != nil {
+			return nil, err
+		}
+	}
+	return &Connector{settings: s, tr: t}, nil
 }
 
 // Connect returns a connection, dialing NATS first if this connector has
 // not yet (a DSN connector). It implements driver.Connector.
 func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
-	if _, err := c.client(); err != nil {
+	if _, err := c.transport(); err != nil {
 		return nil, err
 	}
 	return &conn{c: c}, nil
@@ -189,15 +252,16 @@ func (c *Connector) observe(seq uint64) {
 	}
 }
 
-// client returns the client, dialing NATS the first time.
-func (c *Connector) client() (*client.Client, error) {
+// transport returns the transport, dialing NATS the first time (a DSN
+// connector).
+func (c *Connector) transport() (Transport, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return nil, errors.New("nqsql: the connector is closed")
+		return nil, ErrClosed
 	}
-	if c.cl != nil {
-		return c.cl, nil
+	if c.tr != nil {
+		return c.tr, nil
 	}
 	opts, err := c.dial.Options()
 	if err != nil {
@@ -212,8 +276,8 @@ func (c *Connector) client() (*client.Client, error) {
 		}
 		return nil, fmt.Errorf("nqsql: connect to %s: %w", where, err)
 	}
-	c.nc, c.owned, c.cl = nc, true, client.New(nc)
-	return c.cl, nil
+	c.nc, c.owned, c.tr = nc, true, natsTransport{client.New(nc)}
+	return c.tr, nil
 }
 
 // dsnParams are the DSN's parameters, for the error on an unknown one.

@@ -129,6 +129,17 @@
 // write's SQL). BeginTx accepts sql.LevelDefault, LevelReadUncommitted and
 // LevelReadCommitted, and refuses stronger levels with ErrIsolation.
 //
+// # Transports
+//
+// The driver reaches a node through a Transport: by default the NATS
+// client (NewConnector, a DSN), which encodes each request as the JSON
+// object form and sends it to nqlite.query.<db> or nqlite.read.<db>.
+// NewTransportConnector takes any other Transport; service/replica's
+// Replica is one, which runs the requests on an nqlite node in the same
+// process (service.Node.Do), without NATS or JSON. Everything above
+// holds on either; the driver itself links no SQLite whatever the
+// transport, since a transport's package, not the driver, brings it in.
+//
 // Errors: a request-level failure wraps the node's *api.Error (its number
 // 400, 403, 408, 413, 500, 503 or 504, its kind, and for a stored write
 // its Seq), so errors.Is works with client.ErrNotStored (not stored: safe
@@ -138,5 +149,7 @@
 // stored: retry with the same IdempotencyKey) and the other kinds of
 // package client; no node serving the database wraps client.ErrNoNode; a
 // request too large for NATS is a *client.PayloadError; no reply in time
-// a *client.NoReplyError, which also matches client.ErrUnknown.
+// a *client.NoReplyError, which also matches client.ErrUnknown. A connection
+// of a closed connector is ErrClosed. Text parameters that are not valid
+// UTF-8 are refused with a 400 *api.Error (pass bytes as []byte).
 package nqsql

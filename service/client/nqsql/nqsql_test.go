@@ -279,6 +279,14 @@ func TestErrors(t *testing.T) {
 	if _, err := db.ExecContext(testCtx(t), "ATTACH 'x.db' AS x"); !errors.Is(err, client.ErrForbidden) {
 		t.Errorf("ATTACH: got %v, want client.ErrForbidden", err)
 	}
+	// Text that is not UTF-8 is refused, not altered (JSON would carry
+	// U+FFFD); a BLOB carries any bytes.
+	if _, err := db.ExecContext(testCtx(t), "SELECT ?", "\xff\xfe"); !errors.As(err, &ae) || ae.Code != api.CodeBadRequest || !strings.Contains(ae.Message, "UTF-8") {
+		t.Errorf("text not UTF-8: got %v, want a 400 *api.Error", err)
+	}
+	if got := scalar[[]byte](t, db, "SELECT ?", []byte("\xff\xfe")); !bytes.Equal(got, []byte("\xff\xfe")) {
+		t.Errorf("BLOB: got %q", got)
+	}
 	big := strings.Repeat("x", 2<<20)
 	var pe *client.PayloadError
 	if _, err := db.ExecContext(testCtx(t), "SELECT ?", big); !errors.As(err, &pe) {
