@@ -115,6 +115,10 @@ func (db *DB) tryBatch(msgs []Msg, entries []*Entry, forced map[forcedKey]string
 	if err := w.exec("BEGIN IMMEDIATE"); err != nil {
 		return nil, nil, fmt.Errorf("apply entry %d: %w", msgs[0].Seq, err)
 	}
+	if err := db.flushFirstFrame(msgs[len(msgs)-1].Seq); err != nil {
+		w.exec("ROLLBACK")
+		return nil, nil, fmt.Errorf("apply entry %d: %w", msgs[0].Seq, err)
+	}
 	outcomes := make([][]api.Result, len(msgs))
 	for i, e := range entries {
 		if e == nil {
@@ -174,9 +178,10 @@ func (db *DB) applyEntry(mi int, e *Entry, collect bool, forced map[forcedKey]st
 	var stack []string // open user savepoints; "nqlite_user" for BEGIN
 	failed := false
 	for j := range e.Statements {
-		db.clock.reset(e.Time, e.Seed, j)
+		db.beginStatement(e, j)
 		res := &results[j]
 		lost, err := db.applyStatement(e, j, mi, res, &stack, collect, forced)
+		db.endStatement()
 		if err != nil || lost != nil {
 			return nil, lost, err
 		}

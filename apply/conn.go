@@ -26,6 +26,10 @@ type conn struct {
 	rec    *recorder
 	lru    *list.List // of *cachedStmt, most recent first
 	cache  map[string]*list.Element
+	// apply: this is the apply connection, whose every statement may draw
+	// from SQLite's generator and so runs with prngMu held (prng.go).
+	apply     bool
+	prngDepth int // prngMu held by this connection (nesting depth)
 }
 
 type cachedStmt struct {
@@ -67,8 +71,13 @@ func (c *conn) prepare(sql string) (*cachedStmt, error) {
 	}
 	cs := &cachedStmt{sql: sql}
 	c.rec.cur = &cs.info
+	// Preparing may draw from SQLite's generator (a subquery, view or
+	// CREATE TABLE ... AS SELECT with five columns of the same name).
+	c.lockPRNG()
 	stmt, trailing, err := c.c.PrepareTransient(sql)
+	c.unlockPRNG()
 	c.rec.cur = nil
+	cs.info.finish()
 	if cs.info.denied != nil {
 		if stmt != nil {
 			stmt.Finalize()
@@ -112,7 +121,9 @@ func (c *conn) prepare(sql string) (*cachedStmt, error) {
 func (c *conn) isVacuum(sql string) bool {
 	c.rec.internal = true
 	defer func() { c.rec.internal = false }()
+	c.lockPRNG()
 	stmt, _, err := c.c.PrepareTransient("EXPLAIN " + sql)
+	c.unlockPRNG()
 	if err != nil {
 		return false
 	}
@@ -146,6 +157,10 @@ func (c *conn) close() error {
 // exec runs nqlite's own statement (no results) with the reserved-table
 // guard lifted.
 func (c *conn) exec(sql string, args ...any) error {
+	if c.apply {
+		c.lockPRNG()
+		defer c.unlockPRNG()
+	}
 	c.rec.internal = true
 	defer func() { c.rec.internal = false }()
 	cs, err := c.prepare(sql)

@@ -90,7 +90,7 @@ func (db *DB) prepareLoad(seq uint64, e *Entry, path string) (string, error) {
 		}
 		return out, nil
 	}
-	c, err := sqlite.OpenConn(path, sqlite.OpenReadWrite|sqlite.OpenNoMutex)
+	c, err := openConn(path, sqlite.OpenReadWrite|sqlite.OpenNoMutex)
 	if err != nil {
 		os.Remove(path)
 		return "", fmt.Errorf("%w: not a SQLite file: %v", ErrLoadInvalid, err)
@@ -106,9 +106,12 @@ func (db *DB) prepareLoad(seq uint64, e *Entry, path string) (string, error) {
 		err = errors.New(check)
 	}
 	if err == nil {
+		// These writes' rollback journal draws from SQLite's generator.
+		prngMu.Lock()
 		err = sqlitex.ExecuteScript(c, `PRAGMA journal_mode=WAL;
 CREATE TABLE IF NOT EXISTS _nqlite_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR REPLACE INTO _nqlite_meta(key, value) VALUES('applied_seq', `+fmt.Sprint(seq)+`);`, nil)
+		prngMu.Unlock()
 	}
 	c.Close()
 	if err != nil {
