@@ -165,8 +165,7 @@ func (db *DB) applyEntry(mi int, e *Entry, collect bool, forced map[forcedKey]st
 	w := db.w
 	// Connection state that must not leak between entries: after a restart
 	// last_insert_rowid() and changes() start at 0, so they do for every entry.
-	w.setLastInsertRowID(0)
-	if err := w.exec("DELETE FROM _nqlite_meta WHERE 0"); err != nil {
+	if err := db.resetEntry(); err != nil {
 		return nil, nil, err
 	}
 	if e.Tx {
