@@ -180,7 +180,9 @@ func (db *DB) applyEntry(mi int, e *Entry, collect bool, forced map[forcedKey]st
 		db.beginStatement(e, j)
 		res := &results[j]
 		lost, err := db.applyStatement(e, j, mi, res, &stack, collect, forced)
-		db.endStatement()
+		if eerr := db.endStatement(); err == nil {
+			err = eerr
+		}
 		if err != nil || lost != nil {
 			return nil, lost, err
 		}

@@ -30,6 +30,8 @@ type conn struct {
 	// from SQLite's generator and so runs with prngMu held (prng.go).
 	apply     bool
 	prngDepth int // prngMu held by this connection (nesting depth)
+	// lastUser is the last statement prepared for a user (not by exec).
+	lastUser *cachedStmt
 }
 
 type cachedStmt struct {
@@ -67,7 +69,11 @@ func newConn(c *sqlite.Conn) (*conn, error) {
 func (c *conn) prepare(sql string) (*cachedStmt, error) {
 	if el, ok := c.cache[sql]; ok {
 		c.lru.MoveToFront(el)
-		return el.Value.(*cachedStmt), nil
+		cs := el.Value.(*cachedStmt)
+		if !c.rec.internal {
+			c.lastUser = cs
+		}
+		return cs, nil
 	}
 	cs := &cachedStmt{sql: sql}
 	c.rec.cur = &cs.info
@@ -106,6 +112,9 @@ func (c *conn) prepare(sql string) (*cachedStmt, error) {
 		}
 	}
 	c.cache[sql] = c.lru.PushFront(cs)
+	if !c.rec.internal {
+		c.lastUser = cs
+	}
 	for c.lru.Len() > stmtCacheSize {
 		old := c.lru.Remove(c.lru.Back()).(*cachedStmt)
 		delete(c.cache, old.sql)

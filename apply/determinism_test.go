@@ -335,3 +335,48 @@ func TestDB_VirtualTableBatching(t *testing.T) {
 	b.Close()
 	sameFile(t, filepath.Join(dirA, "db.sqlite"), filepath.Join(dirB, "db.sqlite"))
 }
+
+// TestDB_PlannerState: the query planner works from the schema and the
+// statistics a connection holds, which depend on its history (ALTER TABLE
+// drops what ANALYZE loaded, statistics that went away leave a stale row
+// count, cached statements keep old plans). A database applied in one
+// batch on one connection must equal one whose connection is new for
+// every entry, including which row a LIMIT takes and how often random()
+// runs.
+func TestDB_PlannerState(t *testing.T) {
+	var msgs []Msg
+	add := func(sql ...string) {
+		msgs = append(msgs, Msg{Seq: uint64(len(msgs) + 1), Data: entry(1700000000000, int64(len(msgs)+1), false, sql...)})
+	}
+	query := "INSERT INTO out SELECT group_concat(r, ' ') FROM (SELECT random() AS r FROM t ORDER BY id LIMIT 3 OFFSET 2)"
+	add("CREATE TABLE t(id INTEGER PRIMARY KEY, c TEXT, d)", "CREATE INDEX t_c ON t(lower(c))", "CREATE INDEX t_d ON t(d)",
+		"CREATE TABLE out(v)", "INSERT INTO t(c, d) VALUES('b', 1), ('a', 2), ('c', 3), ('a', 4), ('b', 5), ('e', 6)")
+	add("ANALYZE")
+	add(query)
+	add("CREATE TABLE x AS SELECT 1 a", "ALTER TABLE x RENAME TO y")
+	add(query)
+	add("DROP INDEX t_d", query)
+	add(query)
+	add("DELETE FROM sqlite_stat1 WHERE tbl = 't'", query)
+	add(query, "ANALYZE", query, "INSERT INTO sqlite_stat1 VALUES('t', 't_c', '1000000 1')", query)
+	add(query)
+	dirA, dirB := t.TempDir(), t.TempDir()
+	a := openDB(t, filepath.Join(dirA, "db.sqlite"))
+	if err := a.ApplyBatch(msgs); err != nil {
+		t.Fatal(err)
+	}
+	pathB := filepath.Join(dirB, "db.sqlite")
+	for _, m := range msgs {
+		b := openDB(t, pathB)
+		if err := b.ApplyBatch([]Msg{m}); err != nil {
+			t.Fatal(err)
+		}
+		b.Close()
+	}
+	got, want := read(t, a, "SELECT group_concat(v, ' | ') FROM out"), (func() [][]any { b := openDB(t, pathB); return read(t, b, "SELECT group_concat(v, ' | ') FROM out") })()
+	if got[0][0] != want[0][0] {
+		t.Fatalf("one connection:\n%v\nnew connection per entry:\n%v", got[0][0], want[0][0])
+	}
+	a.Close()
+	sameFile(t, filepath.Join(dirA, "db.sqlite"), pathB)
+}

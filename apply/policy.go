@@ -32,6 +32,9 @@ type stmtInfo struct {
 	spOp, spName   string
 	denied         *api.Error // policy violation, reported instead of SQLite's "not authorized"
 	nondeterminism string     // why the statement would differ between nodes if it writes
+	// planner: the statement changes the schema or the statistics the
+	// query planner reads (planner.go).
+	planner bool
 	// rootpage: the statement reads sqlite_schema.rootpage (finish decides);
 	// lastRootpageUpdate: the previous action updated it, which only
 	// SQLite's own nested statements for DDL do (the read that follows is
@@ -137,6 +140,14 @@ func (r *recorder) Authorize(a sqlite.Action) sqlite.AuthResult {
 		}
 		if (op == sqlite.OpInsert || op == sqlite.OpUpdate || op == sqlite.OpDelete) && a.Accessor() == "" {
 			info.dml = true
+		}
+		switch op {
+		case sqlite.OpInsert, sqlite.OpUpdate, sqlite.OpDelete:
+			if strings.HasPrefix(strings.ToLower(a.Table()), "sqlite_stat") {
+				info.planner = true
+			}
+		default: // CREATE, DROP, ALTER, ANALYZE, REINDEX, virtual tables
+			info.planner = true
 		}
 		if op == sqlite.OpUpdate && strings.EqualFold(a.Column(), "rootpage") {
 			rootpageUpdate = true

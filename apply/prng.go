@@ -79,14 +79,23 @@ func (db *DB) beginStatement(e *Entry, j int) {
 	db.clock.reset(e.Time, e.Seed, j)
 	w := db.w
 	w.lockPRNG()
+	w.lastUser = nil
 	seedPRNG(w.tls, db.clock.prngSeed())
 }
 
-// endStatement ends what beginStatement began.
-func (db *DB) endStatement() {
+// endStatement ends what beginStatement began. After a statement that
+// changed the schema or the statistics, the connection reads both again
+// (resetPlanner); an error there fails the batch, which is retried.
+func (db *DB) endStatement() error {
 	w := db.w
+	var err error
+	if cs := w.lastUser; cs != nil && cs.info.planner {
+		err = w.resetPlanner()
+	}
+	w.lastUser = nil
 	seedPRNG(w.tls, 0)
 	w.unlockPRNG()
+	return err
 }
 
 // flushFirstFrame starts a batch transaction by storing the batch's last

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -187,18 +186,23 @@ func runDeterminismOnce(t *testing.T, w workload) string {
 	n2 := servicetest.StartNode(t, url, cfg("n2"))
 	c := client.New(nc)
 
-	var wg sync.WaitGroup
-	readers := map[string]chan struct{}{}
+	// Reads on each node until stopReads, which waits for them to end
+	// (before the node stops).
+	type reading struct{ stop, done chan struct{} }
+	readers := map[string]reading{}
 	startReads := func(n *servicetest.Node) {
-		stop := make(chan struct{})
-		readers[n.ID()] = stop
-		wg.Add(1)
+		r := reading{make(chan struct{}), make(chan struct{})}
+		readers[n.ID()] = r
 		go func() {
-			defer wg.Done()
-			detReads(n, stop)
+			defer close(r.done)
+			detReads(n, r.stop)
 		}()
 	}
-	stopReads := func(n *servicetest.Node) { close(readers[n.ID()]) }
+	stopReads := func(n *servicetest.Node) {
+		r := readers[n.ID()]
+		close(r.stop)
+		<-r.done
+	}
 	startReads(n1)
 	startReads(n2)
 
@@ -253,7 +257,6 @@ func runDeterminismOnce(t *testing.T, w workload) string {
 	for _, n := range nodes {
 		stopReads(n)
 	}
-	wg.Wait()
 	for _, n := range nodes {
 		n.Stop(t) // closing the last connection checkpoints the WAL into the file
 	}
@@ -317,15 +320,18 @@ func detReads(n *servicetest.Node, stop chan struct{}) {
 		default:
 		}
 		sql := fmt.Sprintf("%s -- %d", qs[i%len(qs)], i)
-		p, err := n.DB("main").Prepare(context.Background(), []api.Statement{{SQL: sql}})
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		p, err := n.DB("main").Prepare(ctx, []api.Statement{{SQL: sql}})
 		if err != nil {
+			cancel()
 			time.Sleep(time.Millisecond)
 			continue
 		}
 		if p.Write() {
 			p.Close()
-			continue
+		} else {
+			p.Run(ctx, 0)
 		}
-		p.Run(context.Background(), 0)
+		cancel()
 	}
 }
