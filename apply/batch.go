@@ -178,6 +178,10 @@ func (db *DB) tryBatch(msgs []Msg, entries []*Entry, forced map[forcedKey]forced
 	if err := w.exec("BEGIN IMMEDIATE"); err != nil {
 		return nil, nil, nil, fmt.Errorf("apply entry %d: %w", msgs[0].Seq, err)
 	}
+	if err := db.flushFirstFrame(msgs[len(msgs)-1].Seq); err != nil {
+		rollback(w)
+		return nil, nil, nil, fmt.Errorf("apply entry %d: %w", msgs[0].Seq, err)
+	}
 	outcomes := make([][]api.Result, len(msgs))
 	costs := make([]Budget, len(msgs))
 	for i, e := range entries {
@@ -280,8 +284,7 @@ func (db *DB) applyEntry(r *entryRun) ([]api.Result, *txLost, error) {
 	w, e := db.w, r.e
 	// Connection state that must not leak between entries: after a restart
 	// last_insert_rowid() and changes() start at 0, so they do for every entry.
-	w.setLastInsertRowID(0)
-	if err := w.exec("DELETE FROM _nqlite_meta WHERE 0"); err != nil {
+	if err := db.resetEntry(); err != nil {
 		return nil, nil, err
 	}
 	if e.Tx {
@@ -292,10 +295,13 @@ func (db *DB) applyEntry(r *entryRun) ([]api.Result, *txLost, error) {
 	results := make([]api.Result, len(e.Statements))
 	failed := false
 	for j := range e.Statements {
-		db.clock.reset(e.Time, e.Seed, j)
+		db.beginStatement(e, j)
 		res := &results[j]
 		r.readFailed = false
 		lost, err := db.applyStatement(r, j, res)
+		if eerr := db.endStatement(); err == nil {
+			err = eerr
+		}
 		if err != nil || lost != nil {
 			return nil, lost, err
 		}

@@ -48,6 +48,12 @@ type conn struct {
 	// reads), watched whether readProgress is installed (read.go).
 	ctx     context.Context
 	watched bool
+	// apply: this is the apply connection, whose every statement may draw
+	// from SQLite's generator and so runs with prngMu held (prng.go).
+	apply     bool
+	prngDepth int // prngMu held by this connection (nesting depth)
+	// lastUser is the last statement prepared for a user (not by exec).
+	lastUser *cachedStmt
 }
 
 type cachedStmt struct {
@@ -94,6 +100,9 @@ func (c *conn) prepare(sql string) (*cachedStmt, error) {
 		cs := el.Value.(*cachedStmt)
 		if !c.expired(cs) {
 			c.lru.MoveToFront(el)
+			if !c.rec.internal {
+				c.lastUser = cs
+			}
 			return cs, nil
 		}
 		// The schema changed since it was prepared: prepare it afresh, with
@@ -104,8 +113,13 @@ func (c *conn) prepare(sql string) (*cachedStmt, error) {
 	}
 	cs := &cachedStmt{sql: sql}
 	c.rec.cur = &cs.info
+	// Preparing may draw from SQLite's generator (a subquery, view or
+	// CREATE TABLE ... AS SELECT with five columns of the same name).
+	c.lockPRNG()
 	stmt, trailing, err := c.c.PrepareTransient(sql)
+	c.unlockPRNG()
 	c.rec.cur = nil
+	cs.info.finish()
 	if cs.info.denied != nil {
 		if stmt != nil {
 			stmt.Finalize()
@@ -137,6 +151,9 @@ func (c *conn) prepare(sql string) (*cachedStmt, error) {
 		}
 	}
 	c.cache[sql] = c.lru.PushFront(cs)
+	if !c.rec.internal {
+		c.lastUser = cs
+	}
 	for c.lru.Len() > stmtCacheSize {
 		old := c.lru.Remove(c.lru.Back()).(*cachedStmt)
 		delete(c.cache, old.sql)
@@ -152,7 +169,9 @@ func (c *conn) prepare(sql string) (*cachedStmt, error) {
 func (c *conn) isVacuum(sql string) bool {
 	c.rec.internal = true
 	defer func() { c.rec.internal = false }()
+	c.lockPRNG()
 	stmt, _, err := c.c.PrepareTransient("EXPLAIN " + sql)
+	c.unlockPRNG()
 	if err != nil {
 		return false
 	}
@@ -187,6 +206,10 @@ func (c *conn) close() error {
 // exec runs nqlite's own statement (no results) with the reserved-table
 // guard lifted.
 func (c *conn) exec(sql string, args ...any) error {
+	if c.apply {
+		c.lockPRNG()
+		defer c.unlockPRNG()
+	}
 	c.rec.internal = true
 	defer func() { c.rec.internal = false }()
 	cs, err := c.prepare(sql)

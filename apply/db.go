@@ -106,7 +106,7 @@ func Open(path string, opts Options) (*DB, error) {
 }
 
 func (db *DB) open() error {
-	wc, err := sqlite.OpenConn(db.path, sqlite.OpenReadWrite|sqlite.OpenCreate|sqlite.OpenWAL|sqlite.OpenNoMutex)
+	wc, err := openConn(db.path, sqlite.OpenReadWrite|sqlite.OpenCreate|sqlite.OpenWAL|sqlite.OpenNoMutex)
 	if err != nil {
 		return err
 	}
@@ -115,8 +115,13 @@ func (db *DB) open() error {
 		closeSQLite(wc)
 		return err
 	}
+	db.w.apply = true
 	for _, q := range []string{
 		"PRAGMA journal_mode=WAL",
+		// Sorts, temporary b-trees and statement journals stay in memory:
+		// a temporary file's name is drawn from SQLite's generator.
+		"PRAGMA temp_store=MEMORY",
+		"PRAGMA secure_delete=ON",
 		// The applied sequence commits with each batch, so a batch lost to a
 		// power cut is re-applied from the stream: NORMAL is safe here.
 		"PRAGMA synchronous=NORMAL",
@@ -146,16 +151,25 @@ func (db *DB) open() error {
 		return err
 	}
 	db.applied.Store(seq)
-	if db.helper, err = sqlite.OpenConn(":memory:", sqlite.OpenReadWrite|sqlite.OpenMemory|sqlite.OpenNoMutex); err != nil {
+	if db.helper, err = openConn(":memory:", sqlite.OpenReadWrite|sqlite.OpenMemory|sqlite.OpenNoMutex); err != nil {
 		return err
 	}
 	db.hstmts = map[string]*sqlite.Stmt{}
 	if err := installDeterministic(wc, &db.clock, db.helper, db.hstmts); err != nil {
 		return err
 	}
+	if err := installMath(wc); err != nil {
+		return err
+	}
+	if err := installRefusals(wc); err != nil {
+		return err
+	}
+	if err := db.w.dropModules(applyModules); err != nil {
+		return err
+	}
 	db.readers = make(chan *conn, db.nread)
 	for i := 0; i < db.nread; i++ {
-		rc, err := sqlite.OpenConn(db.path, sqlite.OpenReadOnly|sqlite.OpenWAL|sqlite.OpenNoMutex)
+		rc, err := openConn(db.path, sqlite.OpenReadOnly|sqlite.OpenWAL|sqlite.OpenNoMutex)
 		if err != nil {
 			return err
 		}
@@ -165,7 +179,19 @@ func (db *DB) open() error {
 			closeSQLite(rc)
 			return err
 		}
-		if err := c.exec("PRAGMA query_only=1"); err != nil {
+		// Reads never draw from SQLite's generator: random() and
+		// randomblob() are Go's, temporary files stay in memory.
+		err = installReadRandom(rc)
+		if err == nil {
+			err = installMath(rc)
+		}
+		if err == nil {
+			err = c.exec("PRAGMA temp_store=MEMORY")
+		}
+		if err == nil {
+			err = c.exec("PRAGMA query_only=1")
+		}
+		if err != nil {
 			c.close()
 			return err
 		}

@@ -42,6 +42,21 @@ func (k *entryClock) reset(t int64, seed int64, stmt int) {
 	k.state = k.seed ^ (uint64(stmt+1) * 0x9E3779B97F4A7C15)
 }
 
+// prngSeed returns the seed of SQLite's own generator for the current
+// statement (see beginStatement): 32 bits, never 0 (0 selects the VFS's
+// true randomness), derived from the statement's state without consuming
+// it, so random() gives the same values as before this seed existed.
+func (k *entryClock) prngSeed() int32 {
+	z := k.state ^ 0xD1B54A32D192ED03
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EB
+	x := int32(uint32(z ^ (z >> 31)))
+	if x == 0 {
+		x = 1
+	}
+	return x
+}
+
 // next is splitmix64 (Steele, Lea, Flood 2014): small, fast and fixed
 // forever, so entries give the same values with any Go version.
 func (k *entryClock) next() uint64 {

@@ -232,7 +232,7 @@ func prepareFile(path, wal string, seq uint64) (err error) {
 			return err
 		}
 	}
-	c, err := sqlite.OpenConn(path, sqlite.OpenReadWrite|sqlite.OpenNoMutex)
+	c, err := openConn(path, sqlite.OpenReadWrite|sqlite.OpenNoMutex)
 	if err != nil {
 		return fmt.Errorf("%w: not a usable SQLite database: %v", ErrLoadInvalid, err)
 	}
@@ -254,6 +254,10 @@ func prepareFile(path, wal string, seq uint64) (err error) {
 	if check != "ok" {
 		return fmt.Errorf("%w: the SQLite database is corrupt: PRAGMA quick_check: %s", ErrLoadInvalid, check)
 	}
+	// These writes draw from SQLite's generator (journal nonces, the WAL
+	// salt): never in the middle of an apply statement (prng.go).
+	prngMu.Lock()
+	defer prngMu.Unlock()
 	// Outside any transaction: SQLite cannot change into WAL mode in one
 	// (sqlitex.ExecuteScript would wrap this in a savepoint).
 	mode := ""

@@ -32,6 +32,29 @@ type stmtInfo struct {
 	spOp, spName   string
 	denied         *api.Error // policy violation, reported instead of SQLite's "not authorized"
 	nondeterminism string     // why the statement would differ between nodes if it writes
+	// planner: the statement changes the schema or the statistics the
+	// query planner reads (planner.go).
+	planner bool
+	// rootpage: the statement reads sqlite_schema.rootpage (finish decides);
+	// lastRootpageUpdate: the previous action updated it, which only
+	// SQLite's own nested statements for DDL do (the read that follows is
+	// theirs).
+	rootpage, lastRootpageUpdate bool
+}
+
+// nondet records the first reason the statement would differ between nodes.
+func (info *stmtInfo) nondet(reason string) {
+	if info.nondeterminism == "" {
+		info.nondeterminism = reason
+	}
+}
+
+// finish completes what the authorizer recorded once the statement is
+// prepared.
+func (info *stmtInfo) finish() {
+	if info.rootpage {
+		info.nondet(errRootpage)
+	}
 }
 
 const errTemp = "temporary tables, views, triggers and indexes (the temp schema) are not supported: they live in one connection and would differ between nodes; use a regular table"
@@ -58,14 +81,31 @@ func (r *recorder) Authorize(a sqlite.Action) sqlite.AuthResult {
 		}
 		return sqlite.AuthResultDeny
 	}
+	rootpageUpdate := false
+	defer func() { info.lastRootpageUpdate = rootpageUpdate }()
 	switch op := a.Type(); op {
-	case sqlite.OpSelect, sqlite.OpRead, sqlite.OpRecursive:
+	case sqlite.OpSelect, sqlite.OpRecursive:
+	case sqlite.OpRead:
+		if r.internal {
+			break
+		}
+		switch t := strings.ToLower(a.Table()); {
+		case t == "dbstat":
+			info.nondet(errDbstat)
+		case strings.HasPrefix(t, "pragma_"):
+			if reason := pragmaReadReason(t); reason != "" {
+				info.nondet(reason)
+			}
+		case (t == "sqlite_master" || t == "sqlite_schema") && strings.EqualFold(a.Column(), "rootpage") && !info.lastRootpageUpdate:
+			info.rootpage = true
+		}
 	case sqlite.OpFunction:
-		switch name := strings.ToLower(actionArg2(a)); name {
-		case "load_extension":
+		name := strings.ToLower(actionArg2(a))
+		if name == "load_extension" {
 			return deny(api.CodeForbidden, "load_extension() is not allowed")
-		case "total_changes":
-			info.nondeterminism = "total_changes() counts the changes of one connection and differs between nodes: use changes() or RETURNING"
+		}
+		if reason, ok := refusedFuncs[name]; ok {
+			info.nondet(reason)
 		}
 	case sqlite.OpTransaction:
 		info.write, info.acted = true, true
@@ -92,11 +132,30 @@ func (r *recorder) Authorize(a sqlite.Action) sqlite.AuthResult {
 			strings.HasPrefix(strings.ToLower(t), reservedPrefix) && !r.internal {
 			return deny(api.CodeForbidden, "table %s is nqlite's own: it cannot be changed by SQL", t)
 		}
-		if a.Database() == "temp" && !r.internal {
+		// ALTER TABLE rewrites the temp schema's SQL too (a nested UPDATE
+		// of sqlite_temp_master, which holds nothing: temp objects cannot
+		// be created); SQL cannot write a schema table (defensive mode).
+		if a.Database() == "temp" && !r.internal && !(op == sqlite.OpUpdate && strings.EqualFold(a.Table(), "sqlite_temp_master")) {
 			return deny(api.CodeBadRequest, errTemp)
 		}
 		if (op == sqlite.OpInsert || op == sqlite.OpUpdate || op == sqlite.OpDelete) && a.Accessor() == "" {
 			info.dml = true
+		}
+		switch op {
+		case sqlite.OpInsert, sqlite.OpUpdate, sqlite.OpDelete:
+			if strings.HasPrefix(strings.ToLower(a.Table()), "sqlite_stat") {
+				info.planner = true
+			}
+		default: // CREATE, DROP, ALTER, ANALYZE, REINDEX, virtual tables
+			info.planner = true
+		}
+		if op == sqlite.OpUpdate && strings.EqualFold(a.Column(), "rootpage") {
+			rootpageUpdate = true
+		}
+		if op == sqlite.OpCreateVTable && !r.internal {
+			if reason := moduleReason(a.Module()); reason != "" {
+				info.nondet(reason)
+			}
 		}
 	}
 	return sqlite.AuthResultOK

@@ -1,7 +1,9 @@
 package apply
 
 import (
+	"fmt"
 	"reflect"
+	"runtime"
 	"sync"
 	"unsafe"
 
@@ -115,3 +117,55 @@ var sqliteVersion = sync.OnceValue(func() string {
 	defer tls.Close()
 	return libc.GoString(lib.Xsqlite3_libversion(tls))
 })
+
+// numericArg returns sqlite3_value_numeric_type and sqlite3_value_double of
+// an SQL function argument, as SQLite's own math functions read them (a
+// TEXT that looks like a number counts as one; zombiezen has no
+// numeric_type).
+func numericArg(v sqlite.Value) (float64, bool) {
+	rv := reflect.ValueOf(v)
+	tls := (*libc.TLS)(unsafe.Pointer(rv.FieldByName("tls").Pointer()))
+	if tls == nil {
+		return 0, false
+	}
+	p := uintptr(rv.FieldByName("ptrOrType").Uint())
+	switch lib.Xsqlite3_value_numeric_type(tls, p) {
+	case lib.SQLITE_INTEGER, lib.SQLITE_FLOAT:
+		return lib.Xsqlite3_value_double(tls, p), true
+	}
+	return 0, false
+}
+
+// contextTLS returns the libc thread state of an SQL function call.
+func contextTLS(ctx sqlite.Context) *libc.TLS {
+	return (*libc.TLS)(unsafe.Pointer(reflect.ValueOf(ctx).FieldByName("tls").Pointer()))
+}
+
+// dropModules calls sqlite3_drop_modules(c, keep): every virtual table
+// module but those in keep is removed from the connection.
+func (c *conn) dropModules(keep []string) error {
+	tls := c.tls
+	// The NULL-terminated char*[] lives in Go memory (not moved by the
+	// garbage collector, kept alive below); the strings in C memory.
+	arr := make([]uintptr, len(keep)+1)
+	defer func() {
+		for _, s := range arr {
+			if s != 0 {
+				libc.Xfree(tls, s)
+			}
+		}
+	}()
+	for i, name := range keep {
+		s, err := libc.CString(name)
+		if err != nil {
+			return err
+		}
+		arr[i] = s
+	}
+	rc := lib.Xsqlite3_drop_modules(tls, c.handle, uintptr(unsafe.Pointer(&arr[0])))
+	runtime.KeepAlive(arr)
+	if rc != lib.SQLITE_OK {
+		return fmt.Errorf("drop modules: %w", sqlite.ResultCode(rc).ToError())
+	}
+	return nil
+}

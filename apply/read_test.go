@@ -2,6 +2,7 @@ package apply
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -59,8 +60,8 @@ func TestPlan_Interrupt(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 			defer cancel()
-			if _, err := run(ctx, tt.sql...); api.ErrorCode(err) != api.CodeTimeout {
-				t.Fatalf("got %v, want a 408", err)
+			if _, err := run(ctx, tt.sql...); !errors.Is(err, api.ErrReadTimeout) {
+				t.Fatalf("got %v, want read_timeout", err)
 			}
 			if res, err := run(context.Background(), "SELECT 42"); err != nil || res[0].Error != "" || res[0].Values[0][0] != int64(42) {
 				t.Fatalf("the next read: %+v %v", res, err)

@@ -20,30 +20,92 @@ type SnapshotInfo struct {
 }
 
 // Snapshot writes a consistent point-in-time copy of the database to dst
-// with VACUUM INTO (https://sqlite.org/lang_vacuum.html#vacuuminto) on a
-// connection of its own: reads and writes go on meanwhile (WAL). The copy
-// holds its own applied sequence in _nqlite_meta. dst must not exist.
+// on connections of its own: reads and writes go on meanwhile (WAL). The
+// copy holds its own applied sequence in _nqlite_meta. dst must not exist.
+//
+// The copy is page for page (SQLite's backup API, free pages included,
+// https://sqlite.org/backup.html), so a node restored from it holds the
+// same bytes as the node that made it and, from there on, as every node
+// that replayed the stream: page numbers, sqlite_schema.rootpage and
+// page_count agree everywhere. (VACUUM INTO, used before, repacks the
+// file, so a restored node's layout differed; it also draws from SQLite's
+// generator in the middle of the apply's statements.) Only the header's
+// schema cookie, which the backup API sets to 1, is put back to the
+// source's, and the file change counters, which count writes to the file,
+// differ.
 func (db *DB) Snapshot(ctx context.Context, dst string) (SnapshotInfo, error) {
 	db.fileMu.RLock()
 	defer db.fileMu.RUnlock()
 	if db.closed.Load() {
 		return SnapshotInfo{}, ErrClosed
 	}
-	c, err := sqlite.OpenConn(db.path, sqlite.OpenReadOnly|sqlite.OpenNoMutex)
-	if err != nil {
-		return SnapshotInfo{}, fmt.Errorf("snapshot: %w", err)
+	if _, err := os.Stat(dst); err == nil {
+		return SnapshotInfo{}, fmt.Errorf("snapshot: %s exists", dst)
 	}
-	defer closeSQLite(c)
-	c.SetInterrupt(ctx.Done())
-	if err := sqlitex.ExecuteTransient(c, "VACUUM INTO ?", &sqlitex.ExecOptions{Args: []any{dst}}); err != nil {
+	if err := copyPages(ctx, db.path, dst); err != nil {
 		os.Remove(dst)
-		return SnapshotInfo{}, fmt.Errorf("snapshot: vacuum into: %w", err)
+		return SnapshotInfo{}, fmt.Errorf("snapshot: %w", err)
 	}
 	info, err := ReadSnapshotInfo(dst)
 	if err != nil {
 		os.Remove(dst)
 	}
 	return info, err
+}
+
+// copyPages copies the database at src, as of one read transaction, to the
+// new file dst, page for page.
+func copyPages(ctx context.Context, src, dst string) error {
+	sc, err := openConn(src, sqlite.OpenReadOnly|sqlite.OpenNoMutex)
+	if err != nil {
+		return err
+	}
+	defer closeSQLite(sc)
+	// Pin one read transaction: every step of the backup copies the same
+	// version of the database, and schema_version is that version's.
+	if err := sqlitex.ExecuteTransient(sc, "BEGIN", nil); err != nil {
+		return err
+	}
+	defer sqlitex.ExecuteTransient(sc, "ROLLBACK", nil)
+	var cookie int64
+	err = sqlitex.ExecuteTransient(sc, "PRAGMA schema_version", &sqlitex.ExecOptions{ResultFunc: func(s *sqlite.Stmt) error {
+		cookie = s.ColumnInt64(0)
+		return nil
+	}})
+	if err != nil {
+		return err
+	}
+	dc, err := openConn(dst, sqlite.OpenReadWrite|sqlite.OpenCreate|sqlite.OpenNoMutex)
+	if err != nil {
+		return err
+	}
+	defer closeSQLite(dc)
+	// No journal for a file nobody uses yet (a rollback journal's header
+	// would draw from SQLite's generator).
+	if err := sqlitex.ExecuteTransient(dc, "PRAGMA journal_mode=OFF", nil); err != nil {
+		return err
+	}
+	b, err := sqlite.NewBackup(dc, "main", sc, "main")
+	if err != nil {
+		return err
+	}
+	for more := true; more; {
+		if err := ctx.Err(); err != nil {
+			b.Close()
+			return err
+		}
+		more, err = b.Step(1024)
+		if err != nil && !more {
+			b.Close()
+			return err
+		}
+	}
+	b.Close()
+	// The copied header puts the file in WAL mode: this write starts a
+	// new WAL, whose salt is drawn from SQLite's generator.
+	prngMu.Lock()
+	defer prngMu.Unlock()
+	return sqlitex.ExecuteTransient(dc, fmt.Sprintf("PRAGMA schema_version=%d", cookie), nil)
 }
 
 // ReadSnapshotInfo checks a SQLite file with PRAGMA quick_check and reads
@@ -55,7 +117,7 @@ func ReadSnapshotInfo(path string) (SnapshotInfo, error) {
 		return info, err
 	}
 	// Read-write (never create), so a WAL left by a crash is recovered.
-	c, err := sqlite.OpenConn(path, sqlite.OpenReadWrite|sqlite.OpenWAL|sqlite.OpenNoMutex)
+	c, err := openConn(path, sqlite.OpenReadWrite|sqlite.OpenWAL|sqlite.OpenNoMutex)
 	if err != nil {
 		return info, fmt.Errorf("%s: %w", path, err)
 	}
