@@ -121,7 +121,6 @@ func (db *DB) open() error {
 		// Sorts, temporary b-trees and statement journals stay in memory:
 		// a temporary file's name is drawn from SQLite's generator.
 		"PRAGMA temp_store=MEMORY",
-		"PRAGMA secure_delete=ON",
 		// The applied sequence commits with each batch, so a batch lost to a
 		// power cut is re-applied from the stream: NORMAL is safe here.
 		"PRAGMA synchronous=NORMAL",
