@@ -3,7 +3,6 @@ package apply
 import (
 	"fmt"
 	"reflect"
-	"runtime"
 	"sync"
 	"unsafe"
 
@@ -145,25 +144,30 @@ func contextTLS(ctx sqlite.Context) *libc.TLS {
 // module but those in keep is removed from the connection.
 func (c *conn) dropModules(keep []string) error {
 	tls := c.tls
-	// The NULL-terminated char*[] lives in Go memory (not moved by the
-	// garbage collector, kept alive below); the strings in C memory.
-	arr := make([]uintptr, len(keep)+1)
+	// The NULL-terminated char*[] and its strings live in C memory: SQLite
+	// walks the array with pointer arithmetic, which Go memory does not
+	// allow (checkptr, under -race).
+	const ptr = unsafe.Sizeof(uintptr(0))
+	arr := libc.Xcalloc(tls, libc.Tsize_t(len(keep)+1), libc.Tsize_t(ptr))
+	if arr == 0 {
+		return fmt.Errorf("drop modules: out of memory")
+	}
 	defer func() {
-		for _, s := range arr {
-			if s != 0 {
+		for i := range keep {
+			if s := libc.AtomicLoadNUintptr(arr+uintptr(i)*ptr, 0); s != 0 {
 				libc.Xfree(tls, s)
 			}
 		}
+		libc.Xfree(tls, arr)
 	}()
 	for i, name := range keep {
 		s, err := libc.CString(name)
 		if err != nil {
 			return err
 		}
-		arr[i] = s
+		libc.AtomicStoreNUintptr(arr+uintptr(i)*ptr, s, 0)
 	}
-	rc := lib.Xsqlite3_drop_modules(tls, c.handle, uintptr(unsafe.Pointer(&arr[0])))
-	runtime.KeepAlive(arr)
+	rc := lib.Xsqlite3_drop_modules(tls, c.handle, arr)
 	if rc != lib.SQLITE_OK {
 		return fmt.Errorf("drop modules: %w", sqlite.ResultCode(rc).ToError())
 	}
