@@ -16,6 +16,7 @@ import (
 
 	"github.com/nqlite/nqlite/apply"
 	"github.com/nqlite/nqlite/service/api"
+	"github.com/nqlite/nqlite/service/feed"
 	"github.com/nqlite/nqlite/service/stream"
 	"github.com/nqlite/nqlite/snapshot"
 )
@@ -50,6 +51,28 @@ type Config struct {
 	// accepting node's budget (see apply.Budget).
 	MaxEntrySteps uint64
 	MaxEntryBytes uint64
+	// Changes configures the change feed of every database this node
+	// serves (off by default).
+	Changes ChangesConfig
+}
+
+// ChangesConfig configures the change feed: every row change committed by
+// an entry is published as JSON (api.Change) into the JetStream stream
+// NQLITE_CHANGES_<db> on nqlite.changes.<db>.<table>, once each and in
+// stream order, by whichever node with the feed on applies it first (see
+// package service/feed). The stream has the entry stream's replicas.
+type ChangesConfig struct {
+	// Enabled turns the feed on for every database of the node.
+	Enabled bool
+	// Tables, when not empty, are the only tables published; every node
+	// with the feed on must give the same list (the stream keeps it).
+	Tables []string
+	// MaxAge and MaxBytes bound what the change stream keeps (0: no
+	// limit), oldest events first.
+	MaxAge   time.Duration
+	MaxBytes int64
+	// LostAfter: see feed.Config (default 30 s).
+	LostAfter time.Duration
 }
 
 // Node serves databases over NATS.
@@ -100,6 +123,7 @@ type database struct {
 	name     string
 	db       *apply.DB
 	str      *stream.Stream
+	feed     *feed.Feed    // nil unless the change feed is on
 	done     chan error    // follower's result
 	state    atomic.Int32  // a state
 	lastSnap atomic.Uint64 // sequence of the latest stored snapshot known here
@@ -250,9 +274,24 @@ func (n *Node) openDatabase(ctx context.Context, name string) (*database, error)
 	if n.snaps != nil {
 		opts.Loader = n.loader(d)
 	}
+	if n.cfg.Changes.Enabled {
+		// Set before the follower starts, below.
+		opts.OnChanges = func(ctx context.Context, before apply.ChangeCounts, entries []apply.EntryChanges) error {
+			return d.feed.Publish(ctx, before, entries)
+		}
+	}
 	d.db, err = apply.Open(path, opts)
 	if err != nil {
 		return nil, err
+	}
+	if n.cfg.Changes.Enabled {
+		c := n.cfg.Changes
+		d.feed, err = feed.Open(ctx, n.js, feed.Config{DB: name, Tables: c.Tables, Replicas: n.cfg.Replicas,
+			MaxAge: c.MaxAge, MaxBytes: c.MaxBytes, LostAfter: c.LostAfter, Logger: n.log}, d.db.ChangeCounts())
+		if err != nil {
+			d.db.Close()
+			return nil, err
+		}
 	}
 	if n.snaps != nil {
 		if m, err := n.snaps.Latest(ctx, name); err == nil {
