@@ -223,7 +223,7 @@ func (db *DB) tryBatch(msgs []Msg, entries []*Entry, forced map[forcedKey]forced
 			outcomes[i] = res
 		}
 		if r.counted && len(r.changes) > 0 {
-			changed = append(changed, EntryChanges{Seq: msgs[i].Seq, Time: e.Time, Changes: r.changes})
+			changed = append(changed, EntryChanges{Seq: msgs[i].Seq, Time: e.Time, Node: e.Node, Changes: r.changes})
 		}
 	}
 	last := msgs[len(msgs)-1].Seq

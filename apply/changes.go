@@ -76,6 +76,7 @@ type Change struct {
 type EntryChanges struct {
 	Seq     uint64 // the entry's stream sequence
 	Time    int64  // the entry's time, Unix milliseconds
+	Node    string // the node that accepted the entry (Entry.Node)
 	Reset   bool   // a load entry: the database was replaced (no Changes)
 	Changes []Change
 }

@@ -92,7 +92,7 @@ func TestCapture_Values(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := f.entries[len(f.entries)-1]
-	want := EntryChanges{Seq: 2, Time: 1700000000123, Changes: []Change{{
+	want := EntryChanges{Seq: 2, Time: 1700000000123, Node: "n1", Changes: []Change{{
 		Table: "t", Op: Insert, RowID: 7, NewRowID: 7, Columns: []string{"id", "name", "score", "data", "n"}, PK: []int{0},
 		New: []any{int64(7), "Zoë", 1.5, []byte{0, 1, 255}, nil},
 	}}}

@@ -60,7 +60,7 @@ func (db *DB) applyLoad(seq uint64, e *Entry, countsReset bool) error {
 		path, err = db.prepareLoad(seq, e, path, snap, counts)
 	}
 	if err == nil && !snap && countsReset && db.onChanges != nil {
-		if cerr := db.onChanges(ctx, db.counts, []EntryChanges{{Seq: seq, Time: e.Time, Reset: true}}); cerr != nil {
+		if cerr := db.onChanges(ctx, db.counts, []EntryChanges{{Seq: seq, Time: e.Time, Node: e.Node, Reset: true}}); cerr != nil {
 			os.Remove(path)
 			if ctx.Err() != nil {
 				return ctx.Err()

@@ -286,7 +286,7 @@ func (n *Node) openDatabase(ctx context.Context, name string) (*database, error)
 	}
 	if n.cfg.Changes.Enabled {
 		c := n.cfg.Changes
-		d.feed, err = feed.Open(ctx, n.js, feed.Config{DB: name, Tables: c.Tables, Replicas: n.cfg.Replicas,
+		d.feed, err = feed.Open(ctx, n.js, feed.Config{DB: name, Node: n.cfg.NodeID, Tables: c.Tables, Replicas: n.cfg.Replicas,
 			MaxAge: c.MaxAge, MaxBytes: c.MaxBytes, LostAfter: c.LostAfter, Logger: n.log}, d.db.ChangeCounts())
 		if err != nil {
 			d.db.Close()
@@ -305,6 +305,9 @@ func (n *Node) openDatabase(ctx context.Context, name string) (*database, error)
 	if err := d.db.WaitApplied(ctx, bounds.LastSeq); err != nil {
 		n.cancel()
 		<-d.done
+		if d.feed != nil {
+			d.feed.Close()
+		}
 		d.db.Close()
 		return nil, fmt.Errorf("catch up %s to sequence %d: %w", name, bounds.LastSeq, err)
 	}
@@ -343,6 +346,9 @@ func (n *Node) Stop() error {
 		for _, d := range n.dbs {
 			if err := <-d.done; err != nil {
 				errs = append(errs, err)
+			}
+			if d.feed != nil {
+				d.feed.Close()
 			}
 			errs = append(errs, d.db.Close())
 		}

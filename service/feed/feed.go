@@ -14,8 +14,11 @@
 // kept in its metadata). A node publishes event P with
 // Nats-Expected-Last-Sequence P-1 and Nats-Msg-Id P: the first publish
 // lands, any other is refused or a duplicate, and a refusal tells the
-// node only that P is already stored. See DESIGN.md beside this file for
-// the argument, nodes far behind, retention and the failure cases.
+// node only that P is already stored. To keep the traffic near one
+// publish per event, the node that accepted an entry publishes its events
+// at once and the others first wait a moment for them (they follow the
+// change stream's headers); see DESIGN.md beside this file for the
+// argument, nodes far behind, retention and the failure cases.
 //
 // The feed knows JetStream and apply's change types; it knows nothing of
 // SQLite or micro.
@@ -41,8 +44,9 @@ import (
 
 // Config describes a database's change feed.
 type Config struct {
-	// DB is the database's name.
-	DB string
+	// DB is the database's name; Node this node's id (each event carries
+	// its publisher's in the Nqlite-Node header).
+	DB, Node string
 	// Tables, when not empty, are the only tables whose changes are
 	// published (SQLite's case-insensitive ASCII matching). Every node of
 	// a database must publish the same tables: they are kept in the
@@ -54,6 +58,10 @@ type Config struct {
 	// limit); the oldest events go first.
 	MaxAge   time.Duration
 	MaxBytes int64
+	// Grace is how long a node waits for the node that accepted an entry
+	// to publish its events before it publishes them itself (default
+	// 250 ms). It waits only for nodes seen publishing in the last minute.
+	Grace time.Duration
 	// LostAfter is how long a node waits for the events before its own to
 	// be published by another node, with the change stream not moving,
 	// before it marks them lost (default 30 s; see DESIGN.md).
@@ -68,6 +76,9 @@ const (
 	metaTables = "nqlite_tables" // the published tables, comma separated, "*" for all
 )
 
+// NodeHeader names the node that published an event.
+const NodeHeader = "Nqlite-Node"
+
 // duplicates is the change stream's duplicate window: concurrent publishes
 // of one event by several nodes come within milliseconds; a node further
 // behind is turned away by the expected last sequence, not by the window.
@@ -76,6 +87,13 @@ const duplicates = 10 * time.Second
 // inFlight is the most events one node has in flight at once.
 const inFlight = 512
 
+// errCodeMsgIDInProcess is JetStream's answer to a publish whose
+// Nats-Msg-Id another publish is storing right now (a replicated stream).
+const errCodeMsgIDInProcess jetstream.ErrorCode = 10158
+
+// seenFor is how long a node counts as publishing after its last event.
+const seenFor = time.Minute
+
 // Feed publishes one database's change feed.
 type Feed struct {
 	js    jetstream.JetStream
@@ -83,10 +101,16 @@ type Feed struct {
 	log   *slog.Logger
 	match func(table string) bool // nil: every table
 
-	mu   sync.Mutex
-	base uint64 // from the stream's metadata
-	last uint64 // the change stream's last sequence, as last seen (only grows)
-	str  jetstream.Stream
+	ctx    context.Context // ends the watcher (Close)
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu    sync.Mutex
+	base  uint64        // from the stream's metadata
+	last  uint64        // the change stream's last sequence, as last seen (only grows)
+	moved chan struct{} // closed and replaced when last grows
+	str   jetstream.Stream
+	seen  map[string]time.Time // publishing nodes, when their last event was seen
 }
 
 // ErrTables is wrapped by Open's error when the change stream publishes
@@ -94,12 +118,15 @@ type Feed struct {
 var ErrTables = errors.New("the change stream publishes other tables")
 
 // Open creates the change stream of cfg.DB or opens it, checking that it
-// publishes cfg.Tables. counts are the node's change counts now: a new
-// stream starts after them (its base), so the feed begins with the next
-// change this node applies.
+// publishes cfg.Tables, and starts following its progress. counts are the
+// node's change counts now: a new stream starts after them (its base), so
+// the feed begins with the next change this node applies. Close stops it.
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config, counts apply.ChangeCounts) (*Feed, error) {
 	if cfg.Replicas <= 0 {
 		cfg.Replicas = 1
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = 250 * time.Millisecond
 	}
 	if cfg.LostAfter <= 0 {
 		cfg.LostAfter = 30 * time.Second
@@ -107,7 +134,8 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, counts apply.
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	f := &Feed{js: js, cfg: cfg, log: cfg.Logger.With("db", cfg.DB, "stream", api.ChangesStreamName(cfg.DB))}
+	f := &Feed{js: js, cfg: cfg, log: cfg.Logger.With("db", cfg.DB, "stream", api.ChangesStreamName(cfg.DB)),
+		moved: make(chan struct{}), seen: map[string]time.Time{}, done: make(chan struct{})}
 	if len(cfg.Tables) > 0 {
 		set := map[string]bool{}
 		for _, t := range cfg.Tables {
@@ -117,8 +145,11 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, counts apply.
 	}
 	for {
 		err := f.open(ctx, counts)
-		if err == nil || errors.Is(err, ErrTables) {
-			return f, err
+		if errors.Is(err, ErrTables) {
+			return nil, err
+		}
+		if err == nil {
+			break
 		}
 		f.log.Info("waiting for JetStream", "err", err)
 		select {
@@ -127,6 +158,15 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, counts apply.
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+	f.ctx, f.cancel = context.WithCancel(context.Background())
+	go f.watch()
+	return f, nil
+}
+
+// Close stops following the change stream.
+func (f *Feed) Close() {
+	f.cancel()
+	<-f.done
 }
 
 // tablesMeta is the metadata value of a table list.
@@ -215,10 +255,8 @@ func (f *Feed) open(ctx context.Context, counts apply.ChangeCounts) error {
 		f.last = 0 // another stream: its own sequences
 	}
 	f.str, f.base = str, base
-	if info.State.LastSeq > f.last {
-		f.last = info.State.LastSeq
-	}
 	f.mu.Unlock()
+	f.noteLast(info.State.LastSeq)
 	f.log.Info("change feed", "base", base, "last_seq", info.State.LastSeq, "tables", have.Metadata[metaTables])
 	return nil
 }
@@ -244,8 +282,96 @@ func (f *Feed) noteLast(seq uint64) uint64 {
 	defer f.mu.Unlock()
 	if seq > f.last {
 		f.last = seq
+		close(f.moved)
+		f.moved = make(chan struct{})
 	}
 	return f.last
+}
+
+// waitLast waits until the change stream is known to hold pos, for at
+// most d; it reports whether it does.
+func (f *Feed) waitLast(ctx context.Context, pos uint64, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		f.mu.Lock()
+		last, moved := f.last, f.moved
+		f.mu.Unlock()
+		if last >= pos {
+			return true
+		}
+		select {
+		case <-moved:
+		case <-timer.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// watch follows the change stream's progress (headers only) for as long
+// as the feed is open: the last sequence, and which nodes publish.
+func (f *Feed) watch() {
+	defer close(f.done)
+	for f.ctx.Err() == nil {
+		f.mu.Lock()
+		from := f.last + 1
+		f.mu.Unlock()
+		cons, err := f.js.OrderedConsumer(f.ctx, api.ChangesStreamName(f.cfg.DB), jetstream.OrderedConsumerConfig{
+			DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from, HeadersOnly: true})
+		if err == nil {
+			var it jetstream.MessagesContext
+			if it, err = cons.Messages(); err == nil {
+				stop := context.AfterFunc(f.ctx, it.Stop)
+				for {
+					m, err := it.Next()
+					if err != nil {
+						break
+					}
+					if md, err := m.Metadata(); err == nil {
+						if node := m.Headers().Get(NodeHeader); node != "" {
+							f.mu.Lock()
+							f.seen[node] = time.Now()
+							f.mu.Unlock()
+						}
+						f.noteLast(md.Sequence.Stream)
+					}
+				}
+				stop()
+				it.Stop()
+			}
+		}
+		select {
+		case <-f.ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// others reports whether every entry of the batch was accepted by a node
+// other than this one that published events in the last minute: then
+// that node publishes them, and this one need not unless it does not.
+func (f *Feed) others(entries []apply.EntryChanges) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range entries {
+		n := entries[i].Node
+		if n == f.cfg.Node || time.Since(f.seen[n]) > seenFor {
+			return false
+		}
+	}
+	return true
+}
+
+// forget marks the accepting nodes of entries as not publishing (they did
+// not within the grace period).
+func (f *Feed) forget(entries []apply.EntryChanges) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range entries {
+		delete(f.seen, entries[i].Node)
+	}
 }
 
 // event is one event to publish: the n-th counted change (or reset) of
@@ -287,6 +413,20 @@ func (f *Feed) Publish(ctx context.Context, before apply.ChangeCounts, entries [
 			}
 			evs = append(evs, event{n: n, subject: api.ChangeSubject(f.cfg.DB, ch.Table), data: changeJSON(e, j)})
 		}
+	}
+	if len(evs) == 0 {
+		return nil
+	}
+	if f.others(entries) {
+		// The accepting node publishes these events as it commits them:
+		// give it a moment, then publish what is still missing.
+		if f.waitLast(ctx, evs[len(evs)-1].n-base, f.cfg.Grace) {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		f.forget(entries)
 	}
 	return f.publish(ctx, evs)
 }
@@ -345,8 +485,9 @@ func (f *Feed) publish(ctx context.Context, evs []event) error {
 			if err != nil {
 				f.log.Warn("change stream unreachable, retrying", "err", err)
 			}
-			if err := sleep(ctx, delay); err != nil {
-				return err
+			f.waitLast(ctx, first-1, delay)
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
 			delay = min(2*delay, time.Second)
 			continue
@@ -355,7 +496,7 @@ func (f *Feed) publish(ctx context.Context, evs []event) error {
 		err := f.send(ctx, base, evs)
 		if err == nil {
 			delay = 50 * time.Millisecond
-			continue // re-check: every event is stored or refused as stored
+			continue // re-check: every event is stored or being stored by another node
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -402,7 +543,7 @@ func (f *Feed) send(ctx context.Context, base uint64, evs []event) error {
 		var perr error
 		for _, ev := range evs[:n] {
 			pos := ev.n - base
-			msg := &nats.Msg{Subject: ev.subject, Data: ev.data}
+			msg := &nats.Msg{Subject: ev.subject, Data: ev.data, Header: nats.Header{NodeHeader: []string{f.cfg.Node}}}
 			fut, err := f.js.PublishMsgAsync(msg, jetstream.WithExpectStream(api.ChangesStreamName(f.cfg.DB)),
 				jetstream.WithExpectLastSequence(pos-1), jetstream.WithMsgID(strconv.FormatUint(pos, 10)))
 			if err != nil {
@@ -411,7 +552,7 @@ func (f *Feed) send(ctx context.Context, base uint64, evs []event) error {
 			}
 			futs = append(futs, fut)
 		}
-		conflict := false
+		taken := uint64(0) // the highest position another node stored or is storing
 		for i, fut := range futs {
 			select {
 			case ack := <-fut.Ok():
@@ -423,8 +564,9 @@ func (f *Feed) send(ctx context.Context, base uint64, evs []event) error {
 			case err := <-fut.Err():
 				var apiErr *jetstream.APIError
 				switch {
-				case errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant):
-					conflict = true
+				case errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+					apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant || apiErr.ErrorCode == errCodeMsgIDInProcess):
+					taken = max(taken, evs[i].n-base)
 				case errors.Is(err, jetstream.ErrNoStreamResponse):
 					perr = errNoStream
 				default:
@@ -439,11 +581,15 @@ func (f *Feed) send(ctx context.Context, base uint64, evs []event) error {
 		if perr != nil {
 			return perr
 		}
-		if conflict {
-			// Another node stored some of these positions: learn how far
-			// the stream is, and go on from there.
-			_, err := f.refresh(ctx)
-			return err
+		if taken > 0 {
+			// Another node stores these positions (a refusal says only
+			// that the position is taken, or our previous one was): wait
+			// until the stream shows them, else ask it how far it is.
+			if !f.waitLast(ctx, taken, time.Second) && ctx.Err() == nil {
+				_, err := f.refresh(ctx)
+				return err
+			}
+			return ctx.Err()
 		}
 		evs = evs[n:]
 	}
