@@ -396,3 +396,62 @@ func TestChanges_ResetOnLoad(t *testing.T) {
 		break
 	}
 }
+
+// TestChanges_Lost: when no node that publishes the feed applied some
+// entries (the only feed node was down while another, without the feed,
+// went on, took a snapshot and purged the stream), the node that comes
+// back restores the snapshot, waits LostAfter for someone to publish the
+// changes it skipped, marks their positions lost, and goes on: the feed
+// stays in order, with no duplicate and an explicit hole.
+func TestChanges_Lost(t *testing.T) {
+	ns := servicetest.StartServer(t)
+	nc := servicetest.Connect(t, ns.ClientURL())
+	n1 := servicetest.StartNode(t, ns.ClientURL(), snapCfg("n1"))
+	cfg := snapCfg("n2")
+	cfg.Changes = service.ChangesConfig{Enabled: true, LostAfter: 300 * time.Millisecond}
+	n2 := servicetest.StartNode(t, ns.ClientURL(), cfg)
+	c := client.New(nc)
+	ok(t, do(t, c, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)"))
+	writeRows(t, c, 0, 20)
+	last := streamLastSeq(t, nc, "main")
+	servicetest.WaitFor(t, 10*time.Second, "n2 to apply", func() bool { return n2.DB("main").Applied() >= last })
+	n2.Stop(t)
+	writeRows(t, c, 20, 200) // n1 only, which has no feed
+	servicetest.WaitFor(t, 10*time.Second, "a purge past the stopped node", func() bool {
+		return streamInfo(t, nc).State.FirstSeq > last+1
+	})
+	n2 = servicetest.StartNode(t, ns.ClientURL(), n2.Config)
+	writeRows(t, c, 200, 210)
+	last = streamLastSeq(t, nc, "main")
+	servicetest.WaitFor(t, 10*time.Second, "n2 to apply", func() bool { return n2.DB("main").Applied() >= last })
+	total := n1.DB("main").ChangeCounts().Count(nil)
+	if total != 210 {
+		t.Fatalf("%d changes counted, want 210", total)
+	}
+	evs := readFeed(t, nc, total)
+	lost := 0
+	var rows []string
+	for i, ev := range evs {
+		if ev.Position != uint64(i+1) {
+			t.Fatalf("event %d at position %d", i+1, ev.Position)
+		}
+		if ev.Op == api.OpLost {
+			lost++
+			continue
+		}
+		rows = append(rows, fmt.Sprint(ev.New[0]))
+	}
+	if len(evs) != 210 || lost == 0 || lost+len(rows) != 210 {
+		t.Fatalf("%d events, %d lost", len(evs), lost)
+	}
+	// The first 20 rows, then a hole, then the rows n2 applied itself, in order.
+	for i, r := range rows[:20] {
+		if r != fmt.Sprint(i) {
+			t.Fatalf("row %d: %s", i, r)
+		}
+	}
+	if rows[len(rows)-1] != "209" {
+		t.Fatalf("last row %s", rows[len(rows)-1])
+	}
+	t.Logf("%d events, %d of them lost", len(evs), lost)
+}
