@@ -284,7 +284,8 @@ func TestChanges_Events(t *testing.T) {
 	ns := servicetest.StartServer(t)
 	cfg := feedCfg("n1")
 	cfg.Changes.Tables = []string{"T", "Log"}
-	servicetest.StartNode(t, ns.ClientURL(), cfg)
+	cfg.Changes.MaxAge, cfg.Changes.MaxBytes = time.Hour, 1<<20
+	n1 := servicetest.StartNode(t, ns.ClientURL(), cfg)
 	nc := servicetest.Connect(t, ns.ClientURL())
 	c := client.New(nc)
 	ok(t, do(t, c, `CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT UNIQUE, n INT);
@@ -324,6 +325,28 @@ func TestChanges_Events(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got\n %s\nwant\n %s", strings.Join(got, "\n "), strings.Join(want, "\n "))
+	}
+	info, err := str.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := info.Config; c.MaxAge != time.Hour || c.MaxBytes != 1<<20 || c.Replicas != 1 || c.Storage != jetstream.FileStorage {
+		t.Errorf("change stream config: max age %v, max bytes %d, replicas %d, storage %v", c.MaxAge, c.MaxBytes, c.Replicas, c.Storage)
+	}
+	// Retention (here a purge) removes old events only: new ones go on
+	// at their places, also after a restart.
+	if err := str.Purge(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	n1.Stop(t)
+	n1 = servicetest.StartNode(t, ns.ClientURL(), n1.Config)
+	ok(t, do(t, c, "INSERT INTO log VALUES('after')"))
+	servicetest.WaitFor(t, 10*time.Second, "event 5", func() bool {
+		info, err := str.Info(context.Background())
+		return err == nil && info.State.LastSeq >= 5
+	})
+	if m, err := str.GetMsg(context.Background(), 5); err != nil || !strings.Contains(string(m.Data), `"new":{"what":"after"}`) {
+		t.Fatalf("event 5 after the purge: %v %v", m, err)
 	}
 	// A node with another table list is refused, naming the fix.
 	bad := feedCfg("n2")
