@@ -113,9 +113,13 @@ type Feed struct {
 	seen  map[string]time.Time // publishing nodes, when their last event was seen
 }
 
-// ErrTables is wrapped by Open's error when the change stream publishes
-// other tables than Config.Tables.
-var ErrTables = errors.New("the change stream publishes other tables")
+// Errors of Open that retrying cannot cure: the change stream publishes
+// other tables than Config.Tables (ErrTables), or it was not made by
+// nqlite (ErrForeign).
+var (
+	ErrTables  = errors.New("the change stream publishes other tables")
+	ErrForeign = errors.New("the change stream was not made by nqlite")
+)
 
 // Open creates the change stream of cfg.DB or opens it, checking that it
 // publishes cfg.Tables, and starts following its progress. counts are the
@@ -145,7 +149,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, counts apply.
 	}
 	for {
 		err := f.open(ctx, counts)
-		if errors.Is(err, ErrTables) {
+		if errors.Is(err, ErrTables) || errors.Is(err, ErrForeign) {
 			return nil, err
 		}
 		if err == nil {
@@ -239,7 +243,7 @@ func (f *Feed) open(ctx context.Context, counts apply.ChangeCounts) error {
 	}
 	base, err := strconv.ParseUint(have.Metadata[metaBase], 10, 64)
 	if err != nil {
-		return fmt.Errorf("%w: %s has no valid %s in its metadata (%q): it was not made by nqlite; delete it", ErrTables, name, metaBase, have.Metadata[metaBase])
+		return fmt.Errorf("%w: %s has no valid %s in its metadata (%q): delete it or give the database another name", ErrForeign, name, metaBase, have.Metadata[metaBase])
 	}
 	if have.MaxAge != want.MaxAge || have.MaxBytes != want.MaxBytes || have.Replicas != want.Replicas || have.Duplicates != want.Duplicates {
 		upd := have
