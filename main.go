@@ -70,6 +70,8 @@ type config struct {
 	snapshot   service.SnapshotConfig
 	maxSteps   uint64
 	maxBytes   uint64
+	changes    service.ChangesConfig
+	tables     listFlag
 }
 
 func main() {
@@ -109,6 +111,10 @@ func run(args []string) error {
 	fs.BoolVar(&c.snapshot.Disabled, "no-snapshots", false, "no snapshots, restores or purges (the stream grows forever)")
 	fs.Uint64Var(&c.maxSteps, "max-entry-steps", service.DefaultMaxEntrySteps, fmt.Sprintf("execution budget of each write this node accepts, in SQLite VM steps (1 to %d); every node applies the write with it", uint64(service.MaxEntrySteps)))
 	fs.Uint64Var(&c.maxBytes, "max-entry-bytes", service.DefaultMaxEntryBytes, "budget of bytes each write this node accepts may write (sizes of the rows inserted or updated); every node applies the write with it")
+	fs.BoolVar(&c.changes.Enabled, "changes", false, "publish every committed row change of every database into the JetStream stream NQLITE_CHANGES_<db> (subjects nqlite.changes.<db>.<table>), once each, in stream order")
+	fs.Var(&c.tables, "changes-tables", "with --changes, publish only these tables (repeatable, or comma separated; the same on every node)")
+	fs.DurationVar(&c.changes.MaxAge, "changes-max-age", 0, "with --changes, how long the change stream keeps events (0: no limit)")
+	fs.Int64Var(&c.changes.MaxBytes, "changes-max-bytes", 0, "with --changes, how many bytes the change stream keeps, oldest events dropped first (0: no limit)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: nqlite [flags]\n\nRuns an nqlite node. Every flag is also read from NQLITE_<FLAG> (e.g. NQLITE_NATS_URL).\n\n")
 		fs.PrintDefaults()
@@ -128,6 +134,13 @@ func run(args []string) error {
 	if c.maxBytes < 1 {
 		return errors.New("--max-entry-bytes 0: give at least 1")
 	}
+	if !c.changes.Enabled && (len(c.tables) > 0 || c.changes.MaxAge != 0 || c.changes.MaxBytes != 0) {
+		return errors.New("--changes-tables, --changes-max-age and --changes-max-bytes need --changes")
+	}
+	if c.changes.MaxAge < 0 || c.changes.MaxBytes < 0 {
+		return errors.New("--changes-max-age and --changes-max-bytes: give 0 (no limit) or more")
+	}
+	c.changes.Tables = c.tables
 	if len(c.leafURLs) > 0 {
 		if c.natsURL != "" {
 			return errors.New("--leaf-remote runs an embedded leaf-node server: leave --nats-url empty")
@@ -184,6 +197,7 @@ func run(args []string) error {
 
 		MaxEntrySteps: c.maxSteps,
 		MaxEntryBytes: c.maxBytes,
+		Changes:       c.changes,
 	})
 	cancel()
 	if err != nil {

@@ -114,7 +114,7 @@ func (db *DB) applyDecoded(msgs []Msg, entries []*Entry, decodeErrs []error) err
 				return err
 			}
 		}
-		if err := db.applyLoad(msgs[i].Seq, e); err != nil {
+		if err := db.applyLoad(msgs[i].Seq, e, counted(msgs[i].Data)); err != nil {
 			return err
 		}
 		start = i + 1
@@ -136,7 +136,7 @@ func (db *DB) applySegment(msgs []Msg, entries []*Entry, decodeErrs []error) err
 	}
 	forced := map[forcedKey]forcedStmt{}
 	for {
-		outcomes, costs, lost, err := db.tryBatch(msgs, entries, forced)
+		outcomes, costs, delta, lost, err := db.tryBatch(msgs, entries, forced)
 		if err != nil {
 			return err
 		}
@@ -148,6 +148,14 @@ func (db *DB) applySegment(msgs []Msg, entries []*Entry, decodeErrs []error) err
 			continue
 		}
 		last := msgs[len(msgs)-1].Seq
+		if delta != nil {
+			db.countsMu.Lock()
+			db.counts.Resets += delta.Resets
+			for t, k := range delta.Tables {
+				db.counts.Tables[t] += k
+			}
+			db.countsMu.Unlock()
+		}
 		db.setApplied(last)
 		for i, e := range entries {
 			if decodeErrs[i] != nil {
@@ -168,29 +176,39 @@ func (db *DB) applySegment(msgs []Msg, entries []*Entry, decodeErrs []error) err
 }
 
 // tryBatch runs the batch once; it returns each entry's results (for
-// entries with a waiter here) and what each entry spent of its budget.
-func (db *DB) tryBatch(msgs []Msg, entries []*Entry, forced map[forcedKey]forcedStmt) ([][]api.Result, []Budget, *txLost, error) {
+// entries with a waiter here), what each entry spent of its budget, and
+// the change counts the batch added (nil when it changed no rows).
+func (db *DB) tryBatch(msgs []Msg, entries []*Entry, forced map[forcedKey]forcedStmt) ([][]api.Result, []Budget, *ChangeCounts, *txLost, error) {
 	w := db.w
 	// Stopping interrupts the statement running (an endless one included);
 	// the interrupt is lifted before the rollback.
 	w.c.SetInterrupt(db.actx.Done())
 	defer w.c.SetInterrupt(nil)
 	if err := w.exec("BEGIN IMMEDIATE"); err != nil {
-		return nil, nil, nil, fmt.Errorf("apply entry %d: %w", msgs[0].Seq, err)
+		return nil, nil, nil, nil, fmt.Errorf("apply entry %d: %w", msgs[0].Seq, err)
+	}
+	countsExisted := db.countsExist
+	rollback := func(w *conn) {
+		rollback(w)
+		db.countsExist = countsExisted // a CREATE of the counts table is undone too
 	}
 	if err := db.flushFirstFrame(msgs[len(msgs)-1].Seq); err != nil {
 		rollback(w)
-		return nil, nil, nil, fmt.Errorf("apply entry %d: %w", msgs[0].Seq, err)
+		return nil, nil, nil, nil, fmt.Errorf("apply entry %d: %w", msgs[0].Seq, err)
 	}
 	outcomes := make([][]api.Result, len(msgs))
 	costs := make([]Budget, len(msgs))
+	var changed []EntryChanges
 	for i, e := range entries {
 		if e == nil {
 			continue
 		}
 		r := &entryRun{e: e, mi: i, forced: forced, budget: e.Budget.orBase(),
-			collect: e.Node == db.node && db.node != "" && db.hasWaiter(e.Token)}
+			collect: e.Node == db.node && db.node != "" && db.hasWaiter(e.Token), counted: counted(msgs[i].Data)}
 		res, lost, err := db.applyEntry(r)
+		if err == nil && lost == nil {
+			err = db.countEntry(r)
+		}
 		if cerr := db.actx.Err(); cerr != nil {
 			// Interrupted by the caller: whatever the statements reported
 			// is not their outcome. Undo the batch; it is applied again
@@ -202,27 +220,60 @@ func (db *DB) tryBatch(msgs []Msg, entries []*Entry, forced map[forcedKey]forced
 			if err != nil {
 				err = fmt.Errorf("apply entry %d: %w", msgs[i].Seq, err)
 			}
-			return nil, nil, lost, err
+			return nil, nil, nil, lost, err
 		}
 		costs[i] = r.spent
 		if r.collect {
 			outcomes[i] = res
 		}
+		if r.counted && len(r.changes) > 0 {
+			changed = append(changed, EntryChanges{Seq: msgs[i].Seq, Time: e.Time, Node: e.Node, Changes: r.changes})
+		}
 	}
 	last := msgs[len(msgs)-1].Seq
 	if err := db.actx.Err(); err != nil {
 		rollback(w)
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
+	}
+	delta, err := db.commitChanges(changed)
+	if err != nil {
+		rollback(w)
+		if cerr := db.actx.Err(); cerr != nil {
+			return nil, nil, nil, nil, cerr
+		}
+		return nil, nil, nil, nil, fmt.Errorf("apply entries %d-%d: %w", msgs[0].Seq, last, err)
 	}
 	if err := w.exec("UPDATE _nqlite_meta SET value = ? WHERE key = 'applied_seq'", int64(last)); err != nil {
 		rollback(w)
-		return nil, nil, nil, fmt.Errorf("apply entry %d: store applied sequence: %w", last, err)
+		return nil, nil, nil, nil, fmt.Errorf("apply entry %d: store applied sequence: %w", last, err)
 	}
 	if err := w.exec("COMMIT"); err != nil {
 		rollback(w)
-		return nil, nil, nil, fmt.Errorf("apply entries %d-%d: commit: %w", msgs[0].Seq, last, err)
+		return nil, nil, nil, nil, fmt.Errorf("apply entries %d-%d: commit: %w", msgs[0].Seq, last, err)
 	}
-	return outcomes, costs, nil, nil
+	return outcomes, costs, delta, nil, nil
+}
+
+// counted reports whether an entry's changes count (format version 3 or
+// later; see ChangeCounts).
+func counted(data []byte) bool { return len(data) >= 3 && data[2] >= 3 }
+
+// commitChanges hands the batch's changes to OnChanges, inside the
+// batch's transaction, and returns the counts they add (nil for none).
+func (db *DB) commitChanges(changed []EntryChanges) (*ChangeCounts, error) {
+	if len(changed) == 0 {
+		return nil, nil
+	}
+	if db.onChanges != nil {
+		if err := db.onChanges(db.actx, db.counts, changed); err != nil {
+			return nil, fmt.Errorf("changes: %w", err)
+		}
+	}
+	delta := &ChangeCounts{Tables: map[string]uint64{}}
+	for i := range changed {
+		delta.add(&changed[i])
+	}
+	return delta, nil
 }
 
 // entryRun is the state of one entry being applied.
@@ -230,6 +281,7 @@ type entryRun struct {
 	e       *Entry
 	mi      int // the entry's index in the batch
 	collect bool
+	counted bool // format version 3 or later: its changes count (ChangeCounts)
 	forced  map[forcedKey]forcedStmt
 	budget  Budget // the entry's, both fields set
 	// spent is what the entry's statements took of its budget so far; read
@@ -240,6 +292,11 @@ type entryRun struct {
 	// every later statement fails with it.
 	exhausted string
 	stack     []string // open user savepoints; "nqlite_user" for BEGIN
+	// changes are the row changes the entry's statements made so far and
+	// that stay (see changes.go); marks[k] is len(changes) when stack[k]
+	// was opened, so rolling back to it drops what followed.
+	changes []Change
+	marks   []int
 	// readFailed: the last statement is a read that failed while running.
 	// Reads run only on the node that answers the request, so such a
 	// failure must not decide anything the other nodes do.
@@ -317,11 +374,13 @@ func (db *DB) applyEntry(r *entryRun) ([]api.Result, *txLost, error) {
 		if err := w.exec("ROLLBACK TO nqlite_tx"); err != nil {
 			return nil, nil, err
 		}
+		r.changes = nil
 	} else if len(stack) > 0 {
 		// An entry never leaves a transaction open.
 		if err := w.exec("ROLLBACK TO " + quoteIdent(stack[0])); err != nil {
 			return nil, nil, err
 		}
+		r.changes = r.changes[:r.marks[0]]
 		if err := w.exec("RELEASE " + quoteIdent(stack[0])); err != nil {
 			return nil, nil, err
 		}
@@ -377,13 +436,14 @@ func (db *DB) applyStatement(r *entryRun, j int, res *api.Result) (*txLost, erro
 				return nil, err
 			}
 			*stack = append(*stack, "nqlite_user")
+			r.marks = append(r.marks, len(r.changes))
 		case len(*stack) == 0:
 			res.Error = fmt.Sprintf("cannot %s - %v", strings.ToLower(info.txOp), errNoTx)
 		case info.txOp == "COMMIT":
 			if err := w.exec("RELEASE " + quoteIdent((*stack)[0])); err != nil {
 				return nil, err
 			}
-			*stack = nil
+			*stack, r.marks = nil, nil
 		default: // ROLLBACK
 			if err := w.exec("ROLLBACK TO " + quoteIdent((*stack)[0])); err != nil {
 				return nil, err
@@ -391,7 +451,8 @@ func (db *DB) applyStatement(r *entryRun, j int, res *api.Result) (*txLost, erro
 			if err := w.exec("RELEASE " + quoteIdent((*stack)[0])); err != nil {
 				return nil, err
 			}
-			*stack = nil
+			r.changes = r.changes[:r.marks[0]]
+			*stack, r.marks = nil, nil
 		}
 		return nil, nil
 	}
@@ -415,12 +476,23 @@ func (db *DB) applyStatement(r *entryRun, j int, res *api.Result) (*txLost, erro
 	} else {
 		m.arm(cs, r.read, r.budget.Steps, false, 0, 0)
 	}
-	var stepErr error
+	var (
+		stepErr error
+		kept    bool // the statement failed and SQLite kept its changes (OR FAIL)
+		step    = cs.stmt.Step
+	)
+	if info.write {
+		step = func() (bool, error) {
+			row, k, err := w.stepWrite(cs, db.actx.Done())
+			kept = k
+			return row, err
+		}
+	}
 	if r.collect {
-		stepErr = readRows(w, cs, res, nil)
+		stepErr = readRows(w, cs, res, nil, step)
 	} else {
 		for {
-			row, err := cs.stmt.Step()
+			row, err := step()
 			if err != nil || !row {
 				stepErr = err
 				break
@@ -457,17 +529,33 @@ func (db *DB) applyStatement(r *entryRun, j int, res *api.Result) (*txLost, erro
 		}
 		r.charge(cost, info.write)
 		r.readFailed = !info.write
+		if kept {
+			// OR FAIL: the rows changed before the failure stay.
+			r.changes = append(r.changes, m.capture.changes...)
+		}
 		return nil, nil
 	}
 	r.charge(cost, info.write)
+	r.changes = append(r.changes, m.capture.changes...)
 	if info.savepoint {
 		switch info.spOp {
 		case "BEGIN":
 			*stack = append(*stack, info.spName)
+			r.marks = append(r.marks, len(r.changes))
 		case "RELEASE":
 			for k := len(*stack) - 1; k >= 0; k-- {
 				if strings.EqualFold((*stack)[k], info.spName) {
-					*stack = (*stack)[:k]
+					*stack, r.marks = (*stack)[:k], r.marks[:k]
+					break
+				}
+			}
+		case "ROLLBACK":
+			// ROLLBACK TO: back to just after SAVEPOINT name, which stays
+			// open; the savepoints opened after it are gone.
+			for k := len(*stack) - 1; k >= 0; k-- {
+				if strings.EqualFold((*stack)[k], info.spName) {
+					r.changes = r.changes[:r.marks[k]]
+					*stack, r.marks = (*stack)[:k+1], r.marks[:k+1]
 					break
 				}
 			}

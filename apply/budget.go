@@ -111,15 +111,26 @@ type meter struct {
 	maxB   uint64  // bytes allowed
 	over   string  // why this statement was stopped ("" if it was not)
 	pValue uintptr // C memory for sqlite3_preupdate_new's out pointer
+	// capture holds the row changes of the write being stepped
+	// (changes.go).
+	capture capture
 }
 
 var meters sync.Map // sqlite3* -> *meter
 
-// installMeter registers the progress handler on the apply connection c.
-func installMeter(c *conn) *meter {
-	m := &meter{tls: c.tls, db: c.handle, pValue: libc.Xmalloc(c.tls, 8)}
+// installMeter registers the progress handler and the pre-update hook on
+// the apply connection c; values: the capture keeps the changes' values.
+//
+// The hook stays registered for the connection's life: SQLite compiles
+// some statements differently when one is registered at prepare time (a
+// DELETE without WHERE deletes row by row instead of truncating, so every
+// deleted row is reported), and the code of a statement must not depend on
+// when it was prepared. It counts only while armed.
+func installMeter(c *conn, values bool) *meter {
+	m := &meter{tls: c.tls, db: c.handle, pValue: libc.Xmalloc(c.tls, 8), capture: capture{values: values}}
 	meters.Store(c.handle, m)
 	lib.Xsqlite3_progress_handler(c.tls, c.handle, progressEvery, cFuncPointer(progressCallback), c.handle)
+	lib.Xsqlite3_preupdate_hook(c.tls, c.handle, cFuncPointer(preupdateCallback), c.handle)
 	return m
 }
 
@@ -133,28 +144,19 @@ func (m *meter) remove() {
 }
 
 // arm starts counting statement cs: spent steps (and, for a write, bytes)
-// are already charged against limit and maxBytes. A write gets the
-// pre-update hook for as long as it runs: registered while statements are
-// prepared, the hook would change how SQLite compiles some of them (no
-// truncate optimization for DELETE without WHERE). The caller has made
-// sure cs is not expired (conn.prepare), so SQLite does not prepare it
-// again while it runs with the hook.
+// are already charged against limit and maxBytes; a write's row changes
+// are captured afresh.
 func (m *meter) arm(cs *cachedStmt, spent, limit uint64, write bool, bytes, maxBytes uint64) {
 	lib.Xsqlite3_stmt_status(m.tls, cs.handle, lib.SQLITE_STMTSTATUS_VM_STEP, 1) // carry nothing over from earlier runs
 	*m = meter{tls: m.tls, db: m.db, pValue: m.pValue, armed: true, stmt: cs.handle,
-		base: spent, limit: limit, write: write, bytes: bytes, maxB: maxBytes}
-	if write {
-		lib.Xsqlite3_preupdate_hook(m.tls, m.db, cFuncPointer(preupdateCallback), m.db)
-	}
+		base: spent, limit: limit, write: write, bytes: bytes, maxB: maxBytes, capture: capture{values: m.capture.values}}
 }
 
 // disarm stops counting and returns the statement's exact step count and
-// why it was stopped ("" if it was not).
+// why it was stopped ("" if it was not). The statement's captured changes
+// stay in m.capture until the next arm.
 func (m *meter) disarm(cs *cachedStmt) (steps uint64, over string) {
 	m.armed = false
-	if m.write {
-		lib.Xsqlite3_preupdate_hook(m.tls, m.db, 0, 0)
-	}
 	return uint64(uint32(lib.Xsqlite3_stmt_status(m.tls, cs.handle, lib.SQLITE_STMTSTATUS_VM_STEP, 0))), m.over
 }
 
@@ -181,31 +183,18 @@ func progressCallback(tls *libc.TLS, arg uintptr) int32 {
 	return 0
 }
 
-// preupdateCallback is the pre-update hook: it adds the size of the new
-// row of every insert and update (triggers included) to the bytes written
-// and interrupts the statement at once when they pass the limit (at the
-// next jump of the VM, before the next row).
+// preupdateCallback is the pre-update hook: while a write of an entry is
+// armed, it records the change (changes.go) and adds the size of the new
+// row of every insert and update (triggers included) to the bytes
+// written, and interrupts the statement at once when they pass the limit
+// (at the next jump of the VM, before the next row).
 func preupdateCallback(tls *libc.TLS, arg, db uintptr, op int32, zDb, zTbl uintptr, key1, key2 int64) {
 	v, _ := meters.Load(arg)
 	m, _ := v.(*meter)
-	if m == nil || !m.armed || !m.write || op == lib.SQLITE_DELETE {
+	if m == nil || !m.armed || !m.write {
 		return
 	}
-	n := lib.Xsqlite3_preupdate_count(tls, db)
-	var size uint64
-	for i := int32(0); i < n; i++ {
-		if lib.Xsqlite3_preupdate_new(tls, db, i, m.pValue) != lib.SQLITE_OK {
-			continue
-		}
-		val := libc.AtomicLoadPUintptr(m.pValue) // the sqlite3_value* SQLite stored
-		switch lib.Xsqlite3_value_type(tls, val) {
-		case lib.SQLITE_INTEGER, lib.SQLITE_FLOAT:
-			size += 8
-		case lib.SQLITE_TEXT, lib.SQLITE_BLOB:
-			size += uint64(lib.Xsqlite3_value_bytes(tls, val))
-		}
-	}
-	m.bytes += size
+	m.bytes += m.record(tls, db, op, zTbl, key1, key2)
 	if m.bytes > m.maxB && m.over == "" {
 		m.over = bytesError(m.maxB)
 		lib.Xsqlite3_interrupt(tls, db)

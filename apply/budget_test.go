@@ -329,11 +329,17 @@ func TestBudget_Reads(t *testing.T) {
 func TestEntry_Versions(t *testing.T) {
 	e := &Entry{Node: "n1", Token: "t", Time: 5, Seed: 6, Budget: Budget{Steps: 123, Bytes: 456}, SQLite: "3.49.2",
 		Statements: stmts("INSERT INTO t VALUES(1)")}
-	v2 := e.Encode()
-	if v2[2] != 2 {
-		t.Fatalf("Encode writes version %d, want 2", v2[2])
+	v3 := e.Encode()
+	if v3[2] != 3 {
+		t.Fatalf("Encode writes version %d, want 3", v3[2])
 	}
-	got, err := DecodeEntry(v2)
+	got, err := DecodeEntry(v3)
+	if err != nil || !reflect.DeepEqual(got, e) {
+		t.Fatalf("v3: %v\n got  %+v\n want %+v", err, got, e)
+	}
+	// Version 2: the same layout (its changes are not counted).
+	v2 := e.encode(2)
+	got, err = DecodeEntry(v2)
 	if err != nil || !reflect.DeepEqual(got, e) {
 		t.Fatalf("v2: %v\n got  %+v\n want %+v", err, got, e)
 	}
@@ -355,7 +361,7 @@ func TestEntry_Versions(t *testing.T) {
 		data []byte
 		want error
 	}{
-		{"newer version", append([]byte("nq\x03"), v2[3:]...), ErrUnknownVersion},
+		{"newer version", append([]byte("nq\x04"), v3[3:]...), ErrUnknownVersion},
 		{"version 255", []byte("nq\xff"), ErrUnknownVersion},
 		{"version 0", append([]byte("nq\x00"), v2[3:]...), ErrInvalidEntry},
 		{"no budget steps", (&Entry{Budget: Budget{Steps: MaxSteps + 1}, Statements: stmts("SELECT 1")}).Encode(), ErrInvalidEntry},

@@ -260,7 +260,12 @@ func sqlErrorText(err error, sql string) string {
 		pos = fmt.Sprintf(" (line %s, column %s)", m[1], m[2])
 		msg = msg[len(m[0]):]
 	}
-	if code := sqlite.ErrCode(err); code != sqlite.ResultOK {
+	code := sqlite.ErrCode(err)
+	var se *stepError
+	if errors.As(err, &se) {
+		code = se.code
+	}
+	if code != sqlite.ResultOK {
 		for _, m := range []string{code.Message(), code.ToPrimary().Message()} {
 			if strings.HasPrefix(msg, m+": ") {
 				msg = msg[len(m)+2:]

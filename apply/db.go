@@ -33,17 +33,23 @@ type Options struct {
 	// Loader fetches the objects of load entries (nqctl restore); without
 	// one, a load entry stops the apply with an error.
 	Loader Loader
+	// OnChanges, when set, receives the row changes of every batch before
+	// it commits (see ChangesFunc); the capture then keeps their values.
+	// Without it, changes are still counted (ChangeCounts), which every
+	// node does alike.
+	OnChanges ChangesFunc
 }
 
 // DB is one replicated database on this node: its SQLite file, the apply
 // connection that alone writes it, a pool of read-only connections for
 // local reads, and the applied stream sequence.
 type DB struct {
-	path     string
-	node     string
-	maxPages int64
-	log      *slog.Logger
-	loader   Loader
+	path      string
+	node      string
+	maxPages  int64
+	log       *slog.Logger
+	loader    Loader
+	onChanges ChangesFunc
 
 	w      *conn        // the apply connection: only the apply goroutine uses it
 	meter  *meter       // counts entries' budgets on w
@@ -63,6 +69,11 @@ type DB struct {
 
 	waitMu  sync.Mutex
 	waiters map[string]chan Outcome
+
+	countsMu sync.Mutex   // guards counts for ChangeCounts; apply writes it under applyMu too
+	counts   ChangeCounts // committed change counts (replicated state, see ChangeCounts)
+	// countsExist: the database holds the counts table (under applyMu).
+	countsExist bool
 
 	foreign atomic.Uint64   // entries applied that another SQLite version accepted
 	logged  map[string]bool // SQLite versions of foreign entries already logged (under applyMu)
@@ -96,7 +107,7 @@ func Open(path string, opts Options) (*DB, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	db := &DB{path: path, node: opts.Node, maxPages: opts.MaxPages, log: opts.Logger, loader: opts.Loader, advanced: make(chan struct{}),
+	db := &DB{path: path, node: opts.Node, maxPages: opts.MaxPages, log: opts.Logger, loader: opts.Loader, onChanges: opts.OnChanges, advanced: make(chan struct{}),
 		waiters: make(map[string]chan Outcome), nread: opts.Readers, logged: map[string]bool{}}
 	if err := db.open(); err != nil {
 		db.Close()
@@ -144,12 +155,18 @@ func (db *DB) open() error {
 	if err := wc.SetDefensive(true); err != nil {
 		return err
 	}
-	db.meter = installMeter(db.w)
+	db.meter = installMeter(db.w, db.onChanges != nil)
 	seq, err := db.readApplied(db.w)
 	if err != nil {
 		return err
 	}
 	db.applied.Store(seq)
+	counts, exists, err := readCounts(db.w)
+	if err != nil {
+		return err
+	}
+	db.setCounts(counts)
+	db.countsExist = exists
 	if db.helper, err = openConn(":memory:", sqlite.OpenReadWrite|sqlite.OpenMemory|sqlite.OpenNoMutex); err != nil {
 		return err
 	}
@@ -200,6 +217,12 @@ func (db *DB) open() error {
 		db.nopen++
 	}
 	return nil
+}
+
+func (db *DB) setCounts(c ChangeCounts) {
+	db.countsMu.Lock()
+	db.counts = c
+	db.countsMu.Unlock()
 }
 
 func (db *DB) readApplied(c *conn) (uint64, error) {

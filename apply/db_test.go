@@ -28,6 +28,7 @@ func TestRaw(t *testing.T) {
 		{reflect.TypeOf(sqlite.Action{}), "arg2", reflect.String, "actionArg2"},
 		{reflect.TypeOf(sqlite.Context{}), "tls", reflect.Pointer, "funcError"},
 		{reflect.TypeOf(sqlite.Context{}), "ptr", reflect.Uintptr, "funcError"},
+		{reflect.TypeOf(sqlite.Stmt{}), "bindErr", reflect.Interface, "bindErr"},
 	} {
 		f, ok := c.typ.FieldByName(c.field)
 		if !ok {
@@ -234,5 +235,30 @@ func TestDB_LocalFailureIsNotAnOutcome(t *testing.T) {
 	}
 	if got := read(t, db, "SELECT count(*) FROM t"); got[0][0] != int64(3) {
 		t.Fatalf("rows: %v, want 3", got)
+	}
+}
+
+// sqliteOpen opens a plain zombiezen connection (no nqlite), with nqlite's
+// length limit.
+func sqliteOpen(path string) (*sqlite.Conn, error) {
+	c, err := sqlite.OpenConn(path, sqlite.OpenReadWrite|sqlite.OpenCreate)
+	if err == nil {
+		c.Limit(sqlite.LimitLength, MaxValueBytes)
+	}
+	return c, err
+}
+
+// execPlain runs one statement with zombiezen's Step.
+func execPlain(c *sqlite.Conn, q string) error {
+	s, _, err := c.PrepareTransient(q)
+	if err != nil {
+		return err
+	}
+	defer s.Finalize()
+	for {
+		row, err := s.Step()
+		if err != nil || !row {
+			return err
+		}
 	}
 }

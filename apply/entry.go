@@ -54,9 +54,9 @@ type Load struct {
 // The entry encoding is binary, compact and fast to decode (every node
 // decodes every entry, and catch-up is bound by it):
 //
-//	"nq" version:byte (1 or 2)
+//	"nq" version:byte (1, 2 or 3)
 //	node:str token:str time:varint seed:varint
-//	[version 2: steps:uvarint bytes:uvarint sqlite:str]
+//	[version 2, 3: steps:uvarint bytes:uvarint sqlite:str]
 //	flags:byte (bit 0: tx, bit 1: load)
 //	[load: bucket:str object:str digest:str kind:byte (0 SQLite, 1 SQL)]
 //	count:uvarint, then per statement:
@@ -69,7 +69,10 @@ type Load struct {
 // Version 2 adds the entry's budget (steps 1 to MaxSteps, bytes at least
 // 1) and the accepting node's SQLite version. Version 1 entries (written
 // before budgets) still decode, with the fixed base budget (BaseSteps,
-// BaseBytes) and no SQLite version. Encode writes version 2.
+// BaseBytes) and no SQLite version. Version 3 has version 2's layout; the
+// row changes of its entries count toward the database's ChangeCounts,
+// which the nodes that read version 2 at most do not keep, so a node that
+// does not count must not apply such an entry. Encode writes version 3.
 //
 // Decoding is strict: every byte is accounted for, strings are valid UTF-8
 // (BLOBs excepted), so a message that is not an entry is recognised and
@@ -79,7 +82,7 @@ type Load struct {
 const (
 	entryMagic0  = 'n'
 	entryMagic1  = 'q'
-	EntryVersion = 2 // the entry format this code writes, and the newest it reads
+	EntryVersion = 3 // the entry format this code writes, and the newest it reads
 )
 
 const (
@@ -94,7 +97,7 @@ const (
 // EntryVersion.
 func (e *Entry) Encode() []byte { return e.encode(EntryVersion) }
 
-// encode writes format version v (1 or 2; tests write 1).
+// encode writes format version v (1, 2 or 3; tests write older ones).
 func (e *Entry) encode(v byte) []byte {
 	n := 48 + len(e.Node) + len(e.Token) + len(e.SQLite)
 	for _, st := range e.Statements {

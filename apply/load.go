@@ -38,7 +38,11 @@ var ErrLoadInvalid = errors.New("load refused")
 // sequence seq: a SQLite file (checked with quick_check), or SQL text run
 // on an empty database like one entry (same time and seed on every node).
 // The new file records seq as its applied sequence.
-func (db *DB) applyLoad(seq uint64, e *Entry) error {
+//
+// The new file holds the change counts of the old one plus one reset
+// (for an entry in format version 3 or later), and OnChanges gets the
+// reset before the file is swapped.
+func (db *DB) applyLoad(seq uint64, e *Entry, countsReset bool) error {
 	if db.loader == nil {
 		return fmt.Errorf("apply entry %d: a load entry, but this node has no loader", seq)
 	}
@@ -48,8 +52,21 @@ func (db *DB) applyLoad(seq uint64, e *Entry) error {
 	ctx := db.actx
 	dir := dirOf(db.path)
 	path, snap, err := db.loader(ctx, seq, e.Load, dir)
+	counts := db.counts.clone()
+	if countsReset {
+		counts.Resets++
+	}
 	if err == nil {
-		path, err = db.prepareLoad(seq, e, path, snap)
+		path, err = db.prepareLoad(seq, e, path, snap, counts)
+	}
+	if err == nil && !snap && countsReset && db.onChanges != nil {
+		if cerr := db.onChanges(ctx, db.counts, []EntryChanges{{Seq: seq, Time: e.Time, Node: e.Node, Reset: true}}); cerr != nil {
+			os.Remove(path)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("apply load entry %d: changes: %w", seq, cerr)
+		}
 	}
 	if errors.Is(err, ErrLoadInvalid) {
 		db.log.Warn("load entry refused: skipped by every node", "seq", seq, "object", e.Load.Object, "err", err)
@@ -77,9 +94,9 @@ func (db *DB) applyLoad(seq uint64, e *Entry) error {
 }
 
 // prepareLoad turns a fetched object into an nqlite database file holding
-// seq as its applied sequence (snap: a stored snapshot, checked to hold
-// seq and used as is).
-func (db *DB) prepareLoad(seq uint64, e *Entry, path string, snap bool) (string, error) {
+// seq as its applied sequence and counts as its change counts (snap: a
+// stored snapshot, checked to hold seq and used as is).
+func (db *DB) prepareLoad(seq uint64, e *Entry, path string, snap bool, counts ChangeCounts) (string, error) {
 	if snap {
 		info, err := ReadSnapshotInfo(path)
 		if err == nil && info.Seq < seq {
@@ -93,14 +110,14 @@ func (db *DB) prepareLoad(seq uint64, e *Entry, path string, snap bool) (string,
 	}
 	if e.Load.SQL {
 		out := path + ".db"
-		err := runLoadSQL(db.actx, path, out, seq, e.Time, e.Seed, e.Budget, db.log)
+		err := runLoadSQL(db.actx, path, out, seq, e.Time, e.Seed, e.Budget, db.log, &counts)
 		os.Remove(path)
 		if err != nil {
 			return "", err
 		}
 		return out, nil
 	}
-	if err := prepareFile(path, "", seq); err != nil {
+	if err := prepareFile(path, "", seq, &counts); err != nil {
 		return "", err
 	}
 	return path, nil
@@ -121,7 +138,7 @@ func (db *DB) prepareLoad(seq uint64, e *Entry, path string, snap bool) (string,
 // not SQLite (encrypted, compressed, another format), a -wal or -journal
 // file rather than a database, corrupt (PRAGMA quick_check), a -wal that
 // is not one. path (and wal) are removed on error.
-func PrepareLoadFile(path, wal string) error { return prepareFile(path, wal, 0) }
+func PrepareLoadFile(path, wal string) error { return prepareFile(path, wal, 0, nil) }
 
 // File signatures (https://sqlite.org/fileformat2.html).
 var (
@@ -196,8 +213,9 @@ func checkWAL(wal string, pageSize int) error {
 	return nil
 }
 
-// prepareFile is PrepareLoadFile recording seq as the applied sequence.
-func prepareFile(path, wal string, seq uint64) (err error) {
+// prepareFile is PrepareLoadFile recording seq as the applied sequence
+// and, unless nil, counts as the change counts.
+func prepareFile(path, wal string, seq uint64, counts *ChangeCounts) (err error) {
 	removeAll := func() {
 		for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
 			os.Remove(p)
@@ -271,8 +289,12 @@ func prepareFile(path, wal string, seq uint64) (err error) {
 	if err != nil {
 		return fmt.Errorf("%w: cannot switch the SQLite database to WAL mode: %v", ErrLoadInvalid, err)
 	}
-	err = sqlitex.ExecuteScript(c, `CREATE TABLE IF NOT EXISTS _nqlite_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR REPLACE INTO _nqlite_meta(key, value) VALUES('applied_seq', `+fmt.Sprint(seq)+`);`, nil)
+	script := `CREATE TABLE IF NOT EXISTS _nqlite_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR REPLACE INTO _nqlite_meta(key, value) VALUES('applied_seq', ` + fmt.Sprint(seq) + `);`
+	if counts != nil {
+		script += "\n" + countsSQL(*counts)
+	}
+	err = sqlitex.ExecuteScript(c, script, nil)
 	if err != nil {
 		return fmt.Errorf("%w: cannot record the applied sequence in the database: %v", ErrLoadInvalid, err)
 	}
@@ -303,7 +325,7 @@ var sqliteDumpFK = regexp.MustCompile(`(?i)^\s*PRAGMA\s+foreign_keys\s*=\s*(OFF|
 func CheckLoadSQL(ctx context.Context, path string, entryTime, seed int64, budget Budget) error {
 	out := path + ".check.db"
 	defer os.Remove(out)
-	return runLoadSQL(ctx, path, out, 1, entryTime, seed, budget, nil)
+	return runLoadSQL(ctx, path, out, 1, entryTime, seed, budget, nil, nil)
 }
 
 // runLoadSQL runs the SQL text at script on a new database at out, as one
@@ -311,8 +333,9 @@ func CheckLoadSQL(ctx context.Context, path string, entryTime, seed int64, budge
 // the same file). The text must be UTF-8 and every statement must
 // succeed, or the load is refused (ErrLoadInvalid, naming the statement):
 // a dump that loads partly would silently drop data. sqlite3's
-// "PRAGMA foreign_keys=OFF;" is left out.
-func runLoadSQL(ctx context.Context, script, out string, seq uint64, entryTime, seed int64, budget Budget, logger *slog.Logger) error {
+// "PRAGMA foreign_keys=OFF;" is left out. Unless nil, counts become the
+// new database's change counts.
+func runLoadSQL(ctx context.Context, script, out string, seq uint64, entryTime, seed int64, budget Budget, logger *slog.Logger, counts *ChangeCounts) error {
 	text, err := os.ReadFile(script)
 	if err != nil {
 		return err
@@ -359,6 +382,9 @@ func runLoadSQL(ctx context.Context, script, out string, seq uint64, entryTime, 
 	} else {
 		err = tmp.markApplied(seq)
 	}
+	if err == nil && counts != nil {
+		err = tmp.writeCounts(*counts)
+	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
@@ -398,4 +424,12 @@ func (db *DB) markApplied(seq uint64) error {
 	}
 	db.setApplied(seq)
 	return nil
+}
+
+// writeCounts replaces the change counts stored in the database (a load's
+// new file) with counts.
+func (db *DB) writeCounts(counts ChangeCounts) error {
+	db.w.rec.internal = true
+	defer func() { db.w.rec.internal = false }()
+	return sqlitex.ExecuteScript(db.w.c, countsSQL(counts), nil)
 }

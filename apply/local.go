@@ -21,7 +21,12 @@ var ErrLocal = errors.New("this node cannot apply entries")
 // (https://sqlite.org/rescode.html): every node given the same entry and
 // the same database gets the same result for the others.
 func localFailure(err error) bool {
-	switch sqlite.ErrCode(err).ToPrimary() {
+	code := sqlite.ErrCode(err)
+	var se *stepError
+	if errors.As(err, &se) {
+		code = se.code
+	}
+	switch code.ToPrimary() {
 	case sqlite.ResultFull, sqlite.ResultIOErr, sqlite.ResultNoMem, sqlite.ResultCorrupt, sqlite.ResultNotADB,
 		sqlite.ResultCantOpen, sqlite.ResultBusy, sqlite.ResultLocked, sqlite.ResultReadOnly, sqlite.ResultProtocol,
 		sqlite.ResultPerm:

@@ -173,3 +173,69 @@ func (c *conn) dropModules(keep []string) error {
 	}
 	return nil
 }
+
+// stepError is the error of a statement stepped by stepWrite, worded as
+// zombiezen words the errors of Stmt.Step ("sqlite: step: ..."), so that
+// sqlErrorText gives the same text either way (TestRaw guards it).
+type stepError struct {
+	code sqlite.ResultCode
+	msg  string // sqlite3_errmsg, "" for an interrupt
+}
+
+func (e *stepError) Error() string {
+	m := e.code.Message()
+	if e.msg == "" || e.msg == m {
+		return "sqlite: step: " + m
+	}
+	return "sqlite: step: " + m + ": " + e.msg
+}
+
+// bindErr returns the error zombiezen recorded while binding s, which its
+// Step reports (a value over SQLITE_LIMIT_LENGTH, for instance).
+func bindErr(s *sqlite.Stmt) error {
+	f := reflect.ValueOf(s).Elem().FieldByName("bindErr")
+	return *(*error)(unsafe.Pointer(f.UnsafeAddr()))
+}
+
+// stepWrite steps a writing statement as Stmt.Step does (an interrupt
+// when done is closed, the same errors, a reset after an error), and
+// also reports, for a statement that failed, whether SQLite kept the row
+// changes it made before failing: sqlite3VdbeHalt releases the statement
+// journal instead of rolling it back for an OR FAIL conflict or
+// RAISE(FAIL) (errorAction OE_Fail) unless the error is one of NOMEM,
+// IOERR, INTERRUPT or FULL. zombiezen resets the statement on error,
+// which forgets errorAction, so this steps it with the C API directly.
+func (c *conn) stepWrite(cs *cachedStmt, done <-chan struct{}) (row, kept bool, err error) {
+	if bindErr(cs.stmt) != nil {
+		row, err = cs.stmt.Step() // reports the bind error and resets
+		return row, false, err
+	}
+	select {
+	case <-done:
+		return false, false, &stepError{code: sqlite.ResultInterrupt}
+	default:
+	}
+	rc := lib.Xsqlite3_step(c.tls, cs.handle)
+	switch rc & 0xff {
+	case lib.SQLITE_ROW:
+		return true, false, nil
+	case lib.SQLITE_DONE:
+		return false, false, nil
+	}
+	e := &stepError{code: sqlite.ResultCode(rc)}
+	if rc&0xff != lib.SQLITE_INTERRUPT {
+		e.msg = libc.GoString(lib.Xsqlite3_errmsg(c.tls, c.handle))
+	}
+	switch rc & 0xff {
+	case lib.SQLITE_NOMEM, lib.SQLITE_IOERR, lib.SQLITE_INTERRUPT, lib.SQLITE_FULL:
+	default:
+		kept = (*lib.TVdbe)(cptr(cs.handle)).FerrorAction == lib.OE_Fail
+	}
+	lib.Xsqlite3_reset(c.tls, cs.handle)
+	return false, kept, e
+}
+
+// cptr turns an address in modernc's C heap (memory SQLite allocated, which
+// the Go garbage collector neither moves nor frees) into a pointer, to
+// read SQLite's own structures through modernc's Go types.
+func cptr(p uintptr) unsafe.Pointer { return *(*unsafe.Pointer)(unsafe.Pointer(&p)) }

@@ -168,7 +168,7 @@ func (p *Plan) Run(ctx context.Context, maxBytes int) ([]api.Result, uint64, err
 			continue
 		}
 		budget := &rowBudget{left: maxBytes, limited: maxBytes > 0}
-		err := readRows(c, cs, &results[i], budget)
+		err := readRows(c, cs, &results[i], budget, cs.stmt.Step)
 		cs.release()
 		if err == nil && budget.over {
 			return nil, 0, api.Errorf(api.CodeTooLarge, "statement %d returns %d rows, over %d bytes: more than fits one NATS message (max payload); select fewer rows or columns (LIMIT/OFFSET)", i+1, budget.rows, maxBytes)
@@ -231,14 +231,14 @@ type rowBudget struct {
 	rows    int
 }
 
-// readRows steps a bound statement to its end, collecting its rows into res
-// (columns, declared types and values). With a budget, rows past it are
-// counted but not kept. A nil budget keeps everything.
-func readRows(c *conn, cs *cachedStmt, res *api.Result, budget *rowBudget) error {
+// readRows steps a bound statement to its end with step, collecting its
+// rows into res (columns, declared types and values). With a budget, rows
+// past it are counted but not kept. A nil budget keeps everything.
+func readRows(c *conn, cs *cachedStmt, res *api.Result, budget *rowBudget, step func() (bool, error)) error {
 	s := cs.stmt
 	n := 0
 	for first := true; ; first = false {
-		row, err := s.Step()
+		row, err := step()
 		if err != nil {
 			return err
 		}

@@ -43,6 +43,7 @@ func init() {
 		{"backup", "write a consistent SQLite file of the database (from a fresh snapshot)", func(e *env) command { return &backupCommand{e} }},
 		{"restore", "replace the database on every node with a SQLite file or SQL dump", func(e *env) command { return &restoreCommand{e} }},
 		{"migrate", "apply the pending NNNN_name.sql migrations of a directory, once each (--status lists them)", func(e *env) command { return &migrateCommand{e} }},
+		{"watch", "print the change feed (every committed row change) as it arrives", func(e *env) command { return &watchCommand{e} }},
 		{"help", "help on nqctl or a command", func(e *env) command { return &helpCommand{e} }},
 	}
 }

@@ -3,7 +3,7 @@
 // scripts.
 //
 //	nqctl [flags] [SQL ...]          run SQL; with no SQL and a terminal, the shell
-//	nqctl shell|query|exec|dump|import|nodes|bench|backup|restore|migrate [flags] [args]
+//	nqctl shell|query|exec|dump|import|nodes|bench|backup|restore|migrate|watch [flags] [args]
 //
 // SQL given as arguments is joined with spaces and sent as one request.
 // With no arguments and standard input a terminal, nqctl is an

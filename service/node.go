@@ -16,6 +16,7 @@ import (
 
 	"github.com/nqlite/nqlite/apply"
 	"github.com/nqlite/nqlite/service/api"
+	"github.com/nqlite/nqlite/service/feed"
 	"github.com/nqlite/nqlite/service/stream"
 	"github.com/nqlite/nqlite/snapshot"
 )
@@ -50,6 +51,28 @@ type Config struct {
 	// accepting node's budget (see apply.Budget).
 	MaxEntrySteps uint64
 	MaxEntryBytes uint64
+	// Changes configures the change feed of every database this node
+	// serves (off by default).
+	Changes ChangesConfig
+}
+
+// ChangesConfig configures the change feed: every row change committed by
+// an entry is published as JSON (api.Change) into the JetStream stream
+// NQLITE_CHANGES_<db> on nqlite.changes.<db>.<table>, once each and in
+// stream order, by whichever node with the feed on applies it first (see
+// package service/feed). The stream has the entry stream's replicas.
+type ChangesConfig struct {
+	// Enabled turns the feed on for every database of the node.
+	Enabled bool
+	// Tables, when not empty, are the only tables published; every node
+	// with the feed on must give the same list (the stream keeps it).
+	Tables []string
+	// MaxAge and MaxBytes bound what the change stream keeps (0: no
+	// limit), oldest events first.
+	MaxAge   time.Duration
+	MaxBytes int64
+	// LostAfter: see feed.Config (default 30 s).
+	LostAfter time.Duration
 }
 
 // Node serves databases over NATS.
@@ -114,6 +137,7 @@ type database struct {
 	str       atomic.Pointer[stream.Stream] // nil until JetStream was reached
 	connected chan struct{}                 // closed once str is set
 	ready     chan struct{}                 // closed once caught up with the stream as it was when reached
+	feed      *feed.Feed                    // nil unless the change feed is on (set by runDatabase before it follows)
 	done      chan error                    // runDatabase's result
 	state     atomic.Int32                  // a state
 	lastSnap  atomic.Uint64                 // sequence of the latest stored snapshot known here
@@ -281,6 +305,12 @@ func (n *Node) openDatabase(name string) (*database, error) {
 
 func (n *Node) applyOptions(d *database) apply.Options {
 	opts := apply.Options{Node: n.cfg.NodeID, Readers: n.cfg.Readers, Logger: n.log.With("db", d.name)}
+	if n.cfg.Changes.Enabled {
+		// d.feed is set before the follower starts (runDatabase).
+		opts.OnChanges = func(ctx context.Context, before apply.ChangeCounts, entries []apply.EntryChanges) error {
+			return d.feed.Publish(ctx, before, entries)
+		}
+	}
 	if !n.cfg.Snapshot.Disabled {
 		opts.Loader = n.loader(d)
 	}
@@ -403,6 +433,18 @@ func (n *Node) runDatabase(d *database) error {
 	} else if store == nil && bounds.FirstSeq > d.db.Applied()+1 {
 		return fmt.Errorf("the stream starts at %d, this node has applied %d, and snapshots are disabled: cannot rebuild", bounds.FirstSeq, d.db.Applied())
 	}
+	if n.cfg.Changes.Enabled {
+		c := n.cfg.Changes
+		f, err := feed.Open(n.ctx, n.js, feed.Config{DB: d.name, Node: n.cfg.NodeID, Tables: c.Tables, Replicas: n.cfg.Replicas,
+			MaxAge: c.MaxAge, MaxBytes: c.MaxBytes, LostAfter: c.LostAfter, Logger: n.log}, d.db.ChangeCounts())
+		if n.ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		d.feed = f
+	}
 	d.str.Store(str)
 	d.setState(serving)
 	close(d.connected)
@@ -466,6 +508,9 @@ func (n *Node) Stop() error {
 			case err := <-d.done:
 				if err != nil {
 					errs = append(errs, err)
+				}
+				if d.feed != nil {
+					d.feed.Close()
 				}
 				if d.db != nil { // runDatabase returned: d.db is settled
 					errs = append(errs, d.db.Close())

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -48,7 +49,17 @@ func TestTake_ClaimRaceIsBusy(t *testing.T) {
 	for i, node := range []string{"a", "b", "c"} {
 		nc := servicetest.Connect(t, servers[i].ClientURL())
 		js, _ := jetstream.New(nc)
-		st, err := snapshot.Open(context.Background(), js, snapshot.Options{Node: node, Replicas: 3})
+		// A fresh cluster may not have every peer ready for an R3 bucket
+		// yet ("no suitable peers for placement"): retry, as a node does.
+		var st *snapshot.Store
+		var err error
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if st, err = snapshot.Open(context.Background(), js, snapshot.Options{Node: node, Replicas: 3}); err == nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
