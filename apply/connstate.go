@@ -7,6 +7,58 @@ import (
 	lib "modernc.org/sqlite/lib"
 )
 
+// The apply connection must be in the same state at the start of every
+// entry on every node, whatever the batching, restarts and restores: the
+// state a fresh connection and a fresh transaction would have. SQLite
+// keeps some of it where no API reaches, so a few internal functions of
+// modernc's translation are reached by name (go:linkname), like raw.go
+// reaches zombiezen's handles; TestDB_PlannerState,
+// TestDB_VirtualTableBatching and TestDeterminism (seed 1055) fail if they
+// stop working.
+
+// resetEntry gives the apply connection the state of a new transaction on
+// a new connection at the start of every entry:
+//
+//   - virtual tables flush what they hold back: FTS5 keeps an entry's
+//     terms in memory until the next savepoint or commit, and its flush
+//     runs statements that would change changes() and last_insert_rowid()
+//     in the middle of a later entry's statement, and group several
+//     entries' terms into one index segment;
+//   - the b-tree forgets which pages the transaction freed (BtShared's
+//     pHasContent, otherwise cleared at commit): SQLite journals a reused
+//     free page only if it was freed in the current transaction, so a
+//     statement or savepoint rolled back after reusing free pages left
+//     their new bytes on one node and the old ones on a node that had
+//     freed them earlier in the same batch (found by TestDeterminism).
+//     Forgetting is safe here: no savepoint spans entries, and in WAL
+//     mode a rollback of the whole transaction needs no journal;
+//   - last_insert_rowid() and changes() start at 0.
+func (db *DB) resetEntry() error {
+	w := db.w
+	for _, q := range []string{"SAVEPOINT nqlite_entry", "RELEASE nqlite_entry"} {
+		if err := w.exec(q); err != nil {
+			return err
+		}
+	}
+	w.clearHasContent()
+	w.setLastInsertRowID(0)
+	return w.exec("DELETE FROM _nqlite_meta WHERE 0")
+}
+
+//go:linkname btreeClearHasContent modernc.org/sqlite/lib._btreeClearHasContent
+func btreeClearHasContent(tls *libc.TLS, pBt uintptr)
+
+// ptr turns a C pointer held in a uintptr into an unsafe.Pointer.
+func ptr(p *uintptr) unsafe.Pointer { return *(*unsafe.Pointer)(unsafe.Pointer(p)) }
+
+// clearHasContent clears the main database's BtShared.pHasContent.
+func (c *conn) clearHasContent() {
+	db := (*lib.Tsqlite3)(ptr(&c.handle))
+	main := (*lib.TDb)(ptr(&db.FaDb))
+	bt := (*lib.TBtree)(ptr(&main.FpBt))
+	btreeClearHasContent(c.tls, bt.FpBt)
+}
+
 // SQLite plans a statement from the schema and statistics it holds in
 // memory, and those depend on the connection's history, not only on the
 // file: ALTER TABLE reloads the schema without what ANALYZE had loaded,
@@ -50,7 +102,7 @@ func (c *conn) resetPlanner() error {
 	}
 	c.lru.Init()
 	clear(c.cache)
-	db := (*lib.Tsqlite3)(*(*unsafe.Pointer)(unsafe.Pointer(&c.handle)))
+	db := (*lib.Tsqlite3)(ptr(&c.handle))
 	// Keep SQLite's note that this transaction changed the schema: a later
 	// ROLLBACK resets the schema again only if it is set.
 	changed := db.FmDbFlags & lib.DBFLAG_SchemaChange
