@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"strings"
 	"unsafe"
 
 	"modernc.org/libc"
@@ -13,12 +14,14 @@ import (
 // keeps some of it where no API reaches, so a few internal functions of
 // modernc's translation are reached by name (go:linkname), like raw.go
 // reaches zombiezen's handles; TestDB_PlannerState,
-// TestDB_VirtualTableBatching and TestDeterminism (seed 1055) fail if they
-// stop working.
+// TestDB_VirtualTableBatching and TestDeterminism (seeds 1055 and 1058)
+// fail if they stop working.
 
 // resetEntry gives the apply connection the state of a new transaction on
 // a new connection at the start of every entry:
 //
+//   - every writable virtual table has joined the transaction at the same
+//     savepoint level (joinVirtualTables);
 //   - virtual tables flush what they hold back: FTS5 keeps an entry's
 //     terms in memory until the next savepoint or commit, and its flush
 //     runs statements that would change changes() and last_insert_rowid()
@@ -35,6 +38,9 @@ import (
 //   - last_insert_rowid() and changes() start at 0.
 func (db *DB) resetEntry() error {
 	w := db.w
+	if err := w.joinVirtualTables(); err != nil {
+		return err
+	}
 	for _, q := range []string{"SAVEPOINT nqlite_entry", "RELEASE nqlite_entry"} {
 		if err := w.exec(q); err != nil {
 			return err
@@ -43,6 +49,61 @@ func (db *DB) resetEntry() error {
 	w.clearHasContent()
 	w.setLastInsertRowID(0)
 	return w.exec("DELETE FROM _nqlite_meta WHERE 0")
+}
+
+// joinVirtualTables makes every writable virtual table (FTS5, R*Tree,
+// Geopoly) join the batch transaction, if it has not yet, before the
+// entry's first statement. A virtual table joins a transaction at its
+// first write and from then on takes part in every savepoint, and FTS5
+// decides when to flush its pending terms into a new index segment from
+// the savepoint level it joined at: an FTS5 table written by an earlier
+// entry of the batch got other segments than one joining in this entry
+// (found by TestDeterminism, seed 1058). Joined at the start of every
+// entry, at the same level, every table behaves the same whatever the
+// batching. A table that cannot be opened fails the same way on every
+// node when used; it is skipped here.
+func (c *conn) joinVirtualTables() error {
+	if !c.vtabsKnown {
+		c.rec.internal = true
+		defer func() { c.rec.internal = false }()
+		c.vtabs = c.vtabs[:0]
+		cs, err := c.prepare("SELECT name, sql FROM sqlite_schema WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%'")
+		if err != nil {
+			return err
+		}
+		for {
+			row, err := cs.stmt.Step()
+			if err != nil {
+				cs.release()
+				return err
+			}
+			if !row {
+				break
+			}
+			if m := vtabModule(cs.stmt.ColumnText(1)); allowedModules[m] && m != "fts5vocab" {
+				c.vtabs = append(c.vtabs, cs.stmt.ColumnText(0))
+			}
+		}
+		cs.release()
+		c.vtabsKnown = true
+	}
+	for _, name := range c.vtabs {
+		c.exec("DELETE FROM " + quoteIdent(name) + " WHERE 0") // joins; an error is every node's
+	}
+	return nil
+}
+
+// vtabModule returns the lower-case module name of a CREATE VIRTUAL TABLE
+// statement ("" if none).
+func vtabModule(sql string) string {
+	f := strings.Fields(strings.ToLower(sql))
+	for i, w := range f {
+		if w == "using" && i+1 < len(f) {
+			m, _, _ := strings.Cut(f[i+1], "(")
+			return strings.Trim(m, `"'`+"`[]")
+		}
+	}
+	return ""
 }
 
 //go:linkname btreeClearHasContent modernc.org/sqlite/lib._btreeClearHasContent
@@ -102,6 +163,7 @@ func (c *conn) resetPlanner() error {
 	}
 	c.lru.Init()
 	clear(c.cache)
+	c.vtabsKnown = false
 	db := (*lib.Tsqlite3)(ptr(&c.handle))
 	// Keep SQLite's note that this transaction changed the schema: a later
 	// ROLLBACK resets the schema again only if it is set.
