@@ -54,6 +54,10 @@ type conn struct {
 	prngDepth int // prngMu held by this connection (nesting depth)
 	// lastUser is the last statement prepared for a user (not by exec).
 	lastUser *cachedStmt
+	// vtabs are the writable virtual tables (joinVirtualTables), known
+	// until the schema changes.
+	vtabs      []string
+	vtabsKnown bool
 }
 
 type cachedStmt struct {

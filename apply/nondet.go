@@ -113,25 +113,6 @@ func moduleReason(module string) string {
 	return fmt.Sprintf("virtual table module %s is not supported (supported: fts5, fts5vocab, rtree, rtree_i32, geopoly)", module)
 }
 
-// resetEntry gives the apply connection the same state at the start of
-// every entry, however entries are grouped into batches and whether the
-// node restarted: virtual tables flush what they hold back (FTS5 keeps an
-// entry's terms in memory until the next savepoint or commit; its flush
-// runs statements that change changes() and last_insert_rowid() in the
-// middle of a later entry's statement, and groups several entries' terms
-// into one index segment), then last_insert_rowid() and changes() start
-// at 0.
-func (db *DB) resetEntry() error {
-	w := db.w
-	for _, q := range []string{"SAVEPOINT nqlite_entry", "RELEASE nqlite_entry"} {
-		if err := w.exec(q); err != nil {
-			return err
-		}
-	}
-	w.setLastInsertRowID(0)
-	return w.exec("DELETE FROM _nqlite_meta WHERE 0")
-}
-
 // installRefusals replaces each refused function on the apply connection
 // by one that fails with the reason, so that a use the authorizer did not
 // see (a column DEFAULT) fails the same way on every node.

@@ -33,7 +33,7 @@ type stmtInfo struct {
 	denied         *api.Error // policy violation, reported instead of SQLite's "not authorized"
 	nondeterminism string     // why the statement would differ between nodes if it writes
 	// planner: the statement changes the schema or the statistics the
-	// query planner reads (planner.go).
+	// query planner reads (connstate.go).
 	planner bool
 	// rootpage: the statement reads sqlite_schema.rootpage (finish decides);
 	// lastRootpageUpdate: the previous action updated it, which only
