@@ -117,3 +117,12 @@ func (db *DB) flushFirstFrame(last uint64) error {
 	}
 	return nil
 }
+
+// SQLiteRandomness returns the lock that guards SQLite's process-wide
+// pseudo-random generator (see prngMu). A program (or a test) that uses
+// SQLite itself, outside this package, in a process that runs nqlite
+// nodes must hold it while it opens connections and runs statements that
+// write: SQLite draws from the one generator for journal nonces, WAL salts
+// and random rowids, and a draw in the middle of an apply statement would
+// make this node's outcome differ from the others'.
+func SQLiteRandomness() sync.Locker { return &prngMu }

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"zombiezen.com/go/sqlite"
 
+	"github.com/nqlite/nqlite/apply"
 	"github.com/nqlite/nqlite/service"
 	"github.com/nqlite/nqlite/service/api"
 	"github.com/nqlite/nqlite/service/client"
@@ -237,7 +238,11 @@ func sltRunFile(t *testing.T, cl *sltCluster, path, file, db string, st *sltStat
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The plain SQLite of the reference shares the process's pseudo-random
+	// generator with the nodes: hold its lock (apply.SQLiteRandomness).
+	apply.SQLiteRandomness().Lock()
 	ref, err := sqlite.OpenConn(filepath.Join(t.TempDir(), "plain.db"), sqlite.OpenReadWrite|sqlite.OpenCreate)
+	apply.SQLiteRandomness().Unlock()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,6 +433,8 @@ func sltFromResult(node string, out api.Result) sltResult {
 // sltExec runs SQL text the way sqlite3_exec does: every statement in
 // turn, stepping each to its end, stopping at the first error.
 func sltExec(conn *sqlite.Conn, sql string) error {
+	apply.SQLiteRandomness().Lock()
+	defer apply.SQLiteRandomness().Unlock()
 	for strings.TrimSpace(sql) != "" {
 		stmt, trailing, err := conn.PrepareTransient(sql)
 		if err != nil {
@@ -457,6 +464,8 @@ func sltExec(conn *sqlite.Conn, sql string) error {
 // sltRefQuery runs the first statement of sql on plain SQLite as the
 // reference runner's sqliteQuery does.
 func sltRefQuery(conn *sqlite.Conn, sql string) sltResult {
+	apply.SQLiteRandomness().Lock()
+	defer apply.SQLiteRandomness().Unlock()
 	stmt, _, err := conn.PrepareTransient(sql)
 	if err != nil {
 		return sltResult{err: err.Error()}
