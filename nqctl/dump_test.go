@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/nqlite/nqlite/apply"
 	"math"
 	"os"
 	"path/filepath"
@@ -19,6 +20,8 @@ import (
 // parser finds them.
 func plainDB(t *testing.T, script string) *sqlite.Conn {
 	t.Helper()
+	apply.SQLiteRandomness().Lock() // SQLite beside nodes in this process (apply.SQLiteRandomness)
+	defer apply.SQLiteRandomness().Unlock()
 	conn, err := sqlite.OpenConn(filepath.Join(t.TempDir(), "plain.db"))
 	if err != nil {
 		t.Fatal(err)

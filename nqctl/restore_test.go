@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"github.com/nqlite/nqlite/apply"
 	"io"
 	"log/slog"
 	"os"
@@ -109,6 +110,8 @@ func (s source) withShell(t *testing.T, path string) {
 // database copied while in use), as closing it checkpoints the -wal.
 func (s source) withZombiezen(t *testing.T, path string) {
 	t.Helper()
+	apply.SQLiteRandomness().Lock() // SQLite beside nodes in this process (apply.SQLiteRandomness)
+	defer apply.SQLiteRandomness().Unlock()
 	at := path
 	if s.keepWAL {
 		at = filepath.Join(t.TempDir(), "live.db")
@@ -161,6 +164,8 @@ func copyFile(t *testing.T, from, to string) {
 // source files as they are; ok is false when the copy has no such data.
 func fileFacts(t *testing.T, path string, withWAL bool) (facts string, ok bool) {
 	t.Helper()
+	apply.SQLiteRandomness().Lock() // SQLite beside nodes in this process (apply.SQLiteRandomness)
+	defer apply.SQLiteRandomness().Unlock()
 	cp := filepath.Join(t.TempDir(), "copy.db")
 	copyFile(t, path, cp)
 	if withWAL {

@@ -418,6 +418,8 @@ func twoSnapNodes(tb testing.TB) (*server.Server, *nats.Conn, *servicetest.Node,
 // sqliteFile returns a SQLite file made by running script.
 func sqliteFile(tb testing.TB, script string) []byte {
 	tb.Helper()
+	apply.SQLiteRandomness().Lock() // SQLite beside nodes in this process (apply.SQLiteRandomness)
+	defer apply.SQLiteRandomness().Unlock()
 	path := filepath.Join(tb.TempDir(), "src.db")
 	c, err := sqlite.OpenConn(path)
 	if err != nil {
