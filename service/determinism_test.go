@@ -223,7 +223,7 @@ func runDeterminismOnce(t *testing.T, w workload) string {
 		for attempt := 0; ; attempt++ {
 			_, err := c.Query(context.Background(), "main", req)
 			var ae *api.Error
-			if err == nil || errors.As(err, &ae) && ae.Code != api.CodeUnavailable && ae.Code != api.CodeTimeout {
+			if err == nil || errors.As(err, &ae) && ae.Code != api.CodeUnavailable && ae.Code != api.CodeTimeout && ae.Code != api.CodeGatewayTimeout {
 				return // stored, or refused (400/403/413) alike on every node
 			}
 			if attempt == 20 {

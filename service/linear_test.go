@@ -303,7 +303,7 @@ func (r *linRun) write(tb testing.TB, w, cid int, c *client.Client, key int, val
 			return op, false
 		}
 		var ae *api.Error
-		if errors.As(err, &ae) && ae.Code != api.CodeUnavailable && ae.Code != api.CodeTimeout {
+		if errors.As(err, &ae) && !linRetryable(ae.Code) {
 			tb.Errorf("write %s: %v", id, err)
 			return nil, true
 		}
@@ -317,6 +317,14 @@ func (r *linRun) write(tb testing.TB, w, cid int, c *client.Client, key int, val
 	}
 }
 
+// linRetryable reports whether a request-level error of this number is
+// one a fault may cause and a client answers by retrying (with the same
+// idempotency key for a write): 408 stored, 503 not stored or
+// unavailable, 504 unknown, not reached or read timeout.
+func linRetryable(code int) bool {
+	return code == api.CodeTimeout || code == api.CodeUnavailable || code == api.CodeGatewayTimeout
+}
+
 func (r *linRun) read(tb testing.TB, w, cid int, c *client.Client, op linOp, req client.Request) {
 	req.Statements = []api.Statement{{SQL: linearSelect, Params: []any{linKey(op.key)}}}
 	req.Format = api.FormatValues
@@ -327,7 +335,7 @@ func (r *linRun) read(tb testing.TB, w, cid int, c *client.Client, op linOp, req
 	op.ret = r.now()
 	if err != nil {
 		var ae *api.Error
-		if errors.As(err, &ae) && ae.Code != api.CodeUnavailable && ae.Code != api.CodeTimeout {
+		if errors.As(err, &ae) && !linRetryable(ae.Code) {
 			tb.Errorf("%s read of k%d: %v", op.kind, op.key, err)
 		}
 		r.readErrors.Add(1)
