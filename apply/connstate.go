@@ -41,9 +41,11 @@ func (db *DB) resetEntry() error {
 	if err := w.joinVirtualTables(); err != nil {
 		return err
 	}
-	for _, q := range []string{"SAVEPOINT nqlite_entry", "RELEASE nqlite_entry"} {
-		if err := w.exec(q); err != nil {
-			return err
+	if w.vtabsInTx() {
+		for _, q := range []string{"SAVEPOINT nqlite_entry", "RELEASE nqlite_entry"} {
+			if err := w.exec(q); err != nil {
+				return err
+			}
 		}
 	}
 	w.clearHasContent()
@@ -91,6 +93,12 @@ func (c *conn) joinVirtualTables() error {
 		c.exec("DELETE FROM " + quoteIdent(name) + " WHERE 0") // joins; an error is every node's
 	}
 	return nil
+}
+
+// vtabsInTx reports whether a virtual table takes part in the current
+// transaction (sqlite3.nVTrans).
+func (c *conn) vtabsInTx() bool {
+	return (*lib.Tsqlite3)(ptr(&c.handle)).FnVTrans > 0
 }
 
 // vtabModule returns the lower-case module name of a CREATE VIRTUAL TABLE
@@ -153,9 +161,11 @@ func sqliteExpirePrepared(tls *libc.TLS, db uintptr, code int32)
 // they hold first (their instances are replaced when the schema is read
 // again).
 func (c *conn) resetPlanner() error {
-	for _, q := range []string{"SAVEPOINT nqlite_reload", "RELEASE nqlite_reload"} {
-		if err := c.exec(q); err != nil {
-			return err
+	if c.vtabsInTx() {
+		for _, q := range []string{"SAVEPOINT nqlite_reload", "RELEASE nqlite_reload"} {
+			if err := c.exec(q); err != nil {
+				return err
+			}
 		}
 	}
 	for el := c.lru.Front(); el != nil; el = el.Next() {
