@@ -90,6 +90,9 @@ func (db *DB) ApplyBatch(ctx context.Context, msgs []Msg) error {
 			msgs, entries, decodeErrs = msgs[:i], entries[:i], decodeErrs[:i]
 			break
 		}
+		if db.mutate != nil && entries[i] != nil {
+			db.mutate(m.Seq, entries[i])
+		}
 	}
 	if err := db.applyDecoded(msgs, entries, decodeErrs); err != nil {
 		return err
@@ -114,7 +117,7 @@ func (db *DB) applyDecoded(msgs []Msg, entries []*Entry, decodeErrs []error) err
 				return err
 			}
 		}
-		if err := db.applyLoad(msgs[i].Seq, e, counted(msgs[i].Data)); err != nil {
+		if err := db.applyLoad(msgs[i].Seq, e, msgs[i].Data); err != nil {
 			return err
 		}
 		start = i + 1
@@ -134,9 +137,17 @@ func (db *DB) applySegment(msgs []Msg, entries []*Entry, decodeErrs []error) err
 	if len(msgs) == 0 {
 		return nil
 	}
+	if k := db.pinCut(msgs); k >= 0 {
+		// ContentHashAt waits for the sequence of msgs[k]: the batch stops
+		// there, so the hash can read the database as of it.
+		if err := db.applySegment(msgs[:k+1], entries[:k+1], decodeErrs[:k+1]); err != nil {
+			return err
+		}
+		return db.applySegment(msgs[k+1:], entries[k+1:], decodeErrs[k+1:])
+	}
 	forced := map[forcedKey]forcedStmt{}
 	for {
-		outcomes, costs, delta, lost, err := db.tryBatch(msgs, entries, forced)
+		outcomes, costs, delta, digests, lost, err := db.tryBatch(msgs, entries, forced)
 		if err != nil {
 			return err
 		}
@@ -156,6 +167,11 @@ func (db *DB) applySegment(msgs []Msg, entries []*Entry, decodeErrs []error) err
 			}
 			db.countsMu.Unlock()
 		}
+		seqs := make([]uint64, len(msgs))
+		for i := range msgs {
+			seqs[i] = msgs[i].Seq
+		}
+		db.commitDigests(seqs, digests)
 		db.setApplied(last)
 		for i, e := range entries {
 			if decodeErrs[i] != nil {
@@ -176,16 +192,17 @@ func (db *DB) applySegment(msgs []Msg, entries []*Entry, decodeErrs []error) err
 }
 
 // tryBatch runs the batch once; it returns each entry's results (for
-// entries with a waiter here), what each entry spent of its budget, and
-// the change counts the batch added (nil when it changed no rows).
-func (db *DB) tryBatch(msgs []Msg, entries []*Entry, forced map[forcedKey]forcedStmt) ([][]api.Result, []Budget, *ChangeCounts, *txLost, error) {
+// entries with a waiter here), what each entry spent of its budget, the
+// change counts the batch added (nil when it changed no rows), and the
+// running digest after each message (committed with the batch).
+func (db *DB) tryBatch(msgs []Msg, entries []*Entry, forced map[forcedKey]forcedStmt) (outcomes [][]api.Result, costs []Budget, delta *ChangeCounts, digests []Digest, lost *txLost, err error) {
 	w := db.w
 	// Stopping interrupts the statement running (an endless one included);
 	// the interrupt is lifted before the rollback.
 	w.c.SetInterrupt(db.actx.Done())
 	defer w.c.SetInterrupt(nil)
 	if err := w.exec("BEGIN IMMEDIATE"); err != nil {
-		return nil, nil, nil, nil, fmt.Errorf("apply entry %d: %w", msgs[0].Seq, err)
+		return nil, nil, nil, nil, nil, fmt.Errorf("apply entry %d: %w", msgs[0].Seq, err)
 	}
 	countsExisted := db.countsExist
 	rollback := func(w *conn) {
@@ -194,17 +211,22 @@ func (db *DB) tryBatch(msgs []Msg, entries []*Entry, forced map[forcedKey]forced
 	}
 	if err := db.flushFirstFrame(msgs[len(msgs)-1].Seq); err != nil {
 		rollback(w)
-		return nil, nil, nil, nil, fmt.Errorf("apply entry %d: %w", msgs[0].Seq, err)
+		return nil, nil, nil, nil, nil, fmt.Errorf("apply entry %d: %w", msgs[0].Seq, err)
 	}
-	outcomes := make([][]api.Result, len(msgs))
-	costs := make([]Budget, len(msgs))
+	outcomes = make([][]api.Result, len(msgs))
+	costs = make([]Budget, len(msgs))
+	digests = make([]Digest, len(msgs))
+	prev := db.dstate.Digest // under applyMu: only the apply writes it
 	var changed []EntryChanges
 	for i, e := range entries {
 		if e == nil {
+			prev = db.dig.step(prev, msgs[i].Seq, digestInvalid)
+			digests[i] = prev
 			continue
 		}
 		r := &entryRun{e: e, mi: i, forced: forced, budget: e.Budget.orBase(),
-			collect: e.Node == db.node && db.node != "" && db.hasWaiter(e.Token), counted: counted(msgs[i].Data)}
+			collect: e.Node == db.node && db.node != "" && db.hasWaiter(e.Token), counted: counted(msgs[i].Data),
+			enc: db.denc[:0], ends: db.dends[:0], reads: db.dreads[:0]}
 		res, lost, err := db.applyEntry(r)
 		if err == nil && lost == nil {
 			err = db.countEntry(r)
@@ -220,9 +242,12 @@ func (db *DB) tryBatch(msgs []Msg, entries []*Entry, forced map[forcedKey]forced
 			if err != nil {
 				err = fmt.Errorf("apply entry %d: %w", msgs[i].Seq, err)
 			}
-			return nil, nil, nil, lost, err
+			return nil, nil, nil, nil, lost, err
 		}
 		costs[i] = r.spent
+		prev = db.dig.entry(prev, msgs[i].Seq, len(r.ends), r.enc, res, r.reads)
+		digests[i] = prev
+		db.denc, db.dends, db.dreads = r.enc, r.ends, r.reads // reused by the next entry
 		if r.collect {
 			outcomes[i] = res
 		}
@@ -233,25 +258,25 @@ func (db *DB) tryBatch(msgs []Msg, entries []*Entry, forced map[forcedKey]forced
 	last := msgs[len(msgs)-1].Seq
 	if err := db.actx.Err(); err != nil {
 		rollback(w)
-		return nil, nil, nil, nil, err
+		return nil, nil, nil, nil, nil, err
 	}
-	delta, err := db.commitChanges(changed)
+	delta, err = db.commitChanges(changed)
 	if err != nil {
 		rollback(w)
 		if cerr := db.actx.Err(); cerr != nil {
-			return nil, nil, nil, nil, cerr
+			return nil, nil, nil, nil, nil, cerr
 		}
-		return nil, nil, nil, nil, fmt.Errorf("apply entries %d-%d: %w", msgs[0].Seq, last, err)
+		return nil, nil, nil, nil, nil, fmt.Errorf("apply entries %d-%d: %w", msgs[0].Seq, last, err)
 	}
-	if err := w.exec("UPDATE _nqlite_meta SET value = ? WHERE key = 'applied_seq'", int64(last)); err != nil {
+	if err := w.exec(storeAppliedSQL, int64(last), prev[:]); err != nil {
 		rollback(w)
-		return nil, nil, nil, nil, fmt.Errorf("apply entry %d: store applied sequence: %w", last, err)
+		return nil, nil, nil, nil, nil, fmt.Errorf("apply entry %d: store applied sequence: %w", last, err)
 	}
 	if err := w.exec("COMMIT"); err != nil {
 		rollback(w)
-		return nil, nil, nil, nil, fmt.Errorf("apply entries %d-%d: commit: %w", msgs[0].Seq, last, err)
+		return nil, nil, nil, nil, nil, fmt.Errorf("apply entries %d-%d: commit: %w", msgs[0].Seq, last, err)
 	}
-	return outcomes, costs, delta, nil, nil
+	return outcomes, costs, delta, digests, nil, nil
 }
 
 // counted reports whether an entry's changes count (format version 3 or
@@ -297,10 +322,40 @@ type entryRun struct {
 	// was opened, so rolling back to it drops what followed.
 	changes []Change
 	marks   []int
+	// enc is the digest encoding of changes, ends[i] where changes[i]'s
+	// ends in it (see capture); reads[j]: statement j ran as a read, whose
+	// result is the answering node's alone and enters the digest as a
+	// marker.
+	enc   []byte
+	ends  []int
+	reads []bool
 	// readFailed: the last statement is a read that failed while running.
 	// Reads run only on the node that answers the request, so such a
 	// failure must not decide anything the other nodes do.
 	readFailed bool
+	// isRead: the last statement is a read (set once it is classified).
+	isRead bool
+}
+
+// keep appends the changes the statement just run made (and that stay)
+// to the entry's.
+func (r *entryRun) keep(c *capture) {
+	base := len(r.enc)
+	r.changes = append(r.changes, c.changes...)
+	r.enc = append(r.enc, c.enc...)
+	for _, e := range c.ends {
+		r.ends = append(r.ends, base+e)
+	}
+}
+
+// truncate drops the entry's changes after the first n (a rollback).
+func (r *entryRun) truncate(n int) {
+	r.changes, r.ends = r.changes[:n], r.ends[:n]
+	if n == 0 {
+		r.enc = r.enc[:0]
+	} else {
+		r.enc = r.enc[:r.ends[n-1]]
+	}
 }
 
 // charge adds what a statement took to the entry's budget (write) or its
@@ -354,8 +409,9 @@ func (db *DB) applyEntry(r *entryRun) ([]api.Result, *txLost, error) {
 	for j := range e.Statements {
 		db.beginStatement(e, j)
 		res := &results[j]
-		r.readFailed = false
+		r.readFailed, r.isRead = false, false
 		lost, err := db.applyStatement(r, j, res)
+		r.reads = append(r.reads, r.isRead)
 		if eerr := db.endStatement(); err == nil {
 			err = eerr
 		}
@@ -374,13 +430,13 @@ func (db *DB) applyEntry(r *entryRun) ([]api.Result, *txLost, error) {
 		if err := w.exec("ROLLBACK TO nqlite_tx"); err != nil {
 			return nil, nil, err
 		}
-		r.changes = nil
+		r.truncate(0)
 	} else if len(stack) > 0 {
 		// An entry never leaves a transaction open.
 		if err := w.exec("ROLLBACK TO " + quoteIdent(stack[0])); err != nil {
 			return nil, nil, err
 		}
-		r.changes = r.changes[:r.marks[0]]
+		r.truncate(r.marks[0])
 		if err := w.exec("RELEASE " + quoteIdent(stack[0])); err != nil {
 			return nil, nil, err
 		}
@@ -400,6 +456,9 @@ func (db *DB) applyStatement(r *entryRun, j int, res *api.Result) (*txLost, erro
 	key := forcedKey{r.mi, j}
 	if f, ok := r.forced[key]; ok {
 		res.Error = f.msg
+		// A read that undid the transaction ran on this node alone: as any
+		// read's failure, it must not fail a Tx entry here only.
+		r.isRead, r.readFailed = !f.write, !f.write
 		r.charge(f.cost, f.write)
 		if f.exhaust && r.exhausted == "" {
 			r.exhausted = f.msg
@@ -451,11 +510,12 @@ func (db *DB) applyStatement(r *entryRun, j int, res *api.Result) (*txLost, erro
 			if err := w.exec("RELEASE " + quoteIdent((*stack)[0])); err != nil {
 				return nil, err
 			}
-			r.changes = r.changes[:r.marks[0]]
+			r.truncate(r.marks[0])
 			*stack, r.marks = nil, nil
 		}
 		return nil, nil
 	}
+	r.isRead = !info.write
 	if err := bind(cs.stmt, st); err != nil {
 		res.Error = errorText(err)
 		return nil, nil
@@ -531,12 +591,12 @@ func (db *DB) applyStatement(r *entryRun, j int, res *api.Result) (*txLost, erro
 		r.readFailed = !info.write
 		if kept {
 			// OR FAIL: the rows changed before the failure stay.
-			r.changes = append(r.changes, m.capture.changes...)
+			r.keep(&m.capture)
 		}
 		return nil, nil
 	}
 	r.charge(cost, info.write)
-	r.changes = append(r.changes, m.capture.changes...)
+	r.keep(&m.capture)
 	if info.savepoint {
 		switch info.spOp {
 		case "BEGIN":
@@ -554,7 +614,7 @@ func (db *DB) applyStatement(r *entryRun, j int, res *api.Result) (*txLost, erro
 			// open; the savepoints opened after it are gone.
 			for k := len(*stack) - 1; k >= 0; k-- {
 				if strings.EqualFold((*stack)[k], info.spName) {
-					r.changes = r.changes[:r.marks[k]]
+					r.truncate(r.marks[k])
 					*stack, r.marks = (*stack)[:k+1], r.marks[:k+1]
 					break
 				}

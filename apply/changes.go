@@ -2,6 +2,7 @@ package apply
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"sort"
 	"strconv"
@@ -245,10 +246,15 @@ func (db *DB) countEntry(r *entryRun) error {
 }
 
 // capture collects the row changes of the statement being stepped (the
-// pre-update hook appends to it), with the values when values is set.
+// pre-update hook appends to it), with the values when values is set. enc
+// holds the changes' digest encoding (digest.go), always, one after the
+// other: ends[i] is where changes[i]'s ends, so truncating the changes
+// truncates the encoding.
 type capture struct {
 	values  bool
 	changes []Change
+	enc     []byte
+	ends    []int
 	tables  []*tableInfo // tables seen by this statement, by their Table*
 }
 
@@ -275,27 +281,35 @@ func (c *capture) table(tls *libc.TLS, db, zTbl uintptr) *tableInfo {
 	t := &tableInfo{pTab: pTab, name: libc.GoString(zTbl)}
 	lower := strings.ToLower(t.name)
 	t.skip = strings.HasPrefix(lower, "sqlite_") || strings.HasPrefix(lower, reservedPrefix)
-	if c.values && !t.skip {
-		t.describe()
+	if !t.skip {
+		t.describe(c.values)
 	}
 	c.tables = append(c.tables, t)
 	return t
 }
 
-// describe reads the table's columns and primary key from SQLite's Table
-// (and its primary-key Index): names, generated flags, the INTEGER
-// PRIMARY KEY, WITHOUT ROWID. TestCapture_Schema guards the layout.
-func (t *tableInfo) describe() {
+// describe reads the table's columns from SQLite's Table: which are not
+// generated, WITHOUT ROWID (what the digest needs), and, with names, the
+// names and the primary key (from the INTEGER PRIMARY KEY or the
+// primary-key Index). TestCapture_Schema guards the layout.
+func (t *tableInfo) describe(names bool) {
 	tab := (*lib.TTable)(cptr(t.pTab))
 	t.withoutRowID = tab.FtabFlags&lib.TF_WithoutRowid != 0
-	pos := map[int]int{} // table column index -> index in names
+	t.cols = make([]int, 0, int(tab.FnCol))
 	for i := 0; i < int(tab.FnCol); i++ {
 		col := (*lib.TColumn)(cptr(tab.FaCol + uintptr(i)*unsafe.Sizeof(lib.TColumn{})))
 		if col.FcolFlags&lib.COLFLAG_GENERATED != 0 {
 			continue
 		}
-		pos[i] = len(t.names)
 		t.cols = append(t.cols, i)
+	}
+	if !names {
+		return
+	}
+	pos := map[int]int{} // table column index -> index in names
+	for j, i := range t.cols {
+		col := (*lib.TColumn)(cptr(tab.FaCol + uintptr(i)*unsafe.Sizeof(lib.TColumn{})))
+		pos[i] = j
 		t.names = append(t.names, libc.GoString(col.FzCnName))
 	}
 	if tab.FiPKey >= 0 {
@@ -345,76 +359,86 @@ func valueOf(tls *libc.TLS, v uintptr) any {
 }
 
 // record appends the change the pre-update hook reports to the capture
-// and returns the size of its new values (what the byte budget counts).
+// (its digest encoding always, its values when the capture keeps them)
+// and returns the size of its new values (what the byte budget counts:
+// every new value of an insert or update, nqlite's tables and generated
+// columns included, as before there was a capture).
 func (m *meter) record(tls *libc.TLS, db uintptr, op int32, zTbl uintptr, key1, key2 int64) uint64 {
 	c := &m.capture
 	t := c.table(tls, db, zTbl)
-	var size uint64
-	newValues := func(dst []any, cols []int) {
-		for j, i := range cols {
+	if t.skip {
+		if op == lib.SQLITE_DELETE {
+			return 0
+		}
+		var size uint64
+		n := int(lib.Xsqlite3_preupdate_count(tls, db))
+		for i := 0; i < n; i++ {
 			if lib.Xsqlite3_preupdate_new(tls, db, int32(i), m.pValue) != lib.SQLITE_OK {
 				continue
 			}
-			v := libc.AtomicLoadPUintptr(m.pValue)
-			if dst != nil {
-				dst[j] = valueOf(tls, v)
-			}
-			switch lib.Xsqlite3_value_type(tls, v) {
+			switch v := libc.AtomicLoadPUintptr(m.pValue); lib.Xsqlite3_value_type(tls, v) {
 			case lib.SQLITE_INTEGER, lib.SQLITE_FLOAT:
 				size += 8
 			case lib.SQLITE_TEXT, lib.SQLITE_BLOB:
 				size += uint64(lib.Xsqlite3_value_bytes(tls, v))
 			}
 		}
-	}
-	if op != lib.SQLITE_DELETE {
-		// The byte budget sizes every new row, nqlite's tables and
-		// generated columns included (as before there was a capture).
-		var cols []int
-		if c.values && !t.skip {
-			cols = t.cols
-		}
-		n := int(lib.Xsqlite3_preupdate_count(tls, db))
-		var dst []any
-		if cols != nil {
-			dst = make([]any, len(cols))
-			newValues(dst, cols)
-			// and the generated columns, for the size only
-			if len(cols) < n {
-				newValues(nil, generated(n, cols))
-			}
-		} else {
-			all := make([]int, n)
-			for i := range all {
-				all[i] = i
-			}
-			newValues(nil, all)
-		}
-		if t.skip {
-			return size
-		}
-		ch := Change{Table: t.name, New: dst}
-		m.appendChange(t, &ch, op, key1, key2)
 		return size
 	}
-	if !t.skip {
-		m.appendChange(t, &Change{Table: t.name}, op, key1, key2)
-	}
-	return 0
-}
-
-// generated returns the column indexes below n that are not in cols.
-func generated(n int, cols []int) []int {
-	var out []int
-	j := 0
-	for i := 0; i < n; i++ {
-		if j < len(cols) && cols[j] == i {
-			j++
-			continue
+	c.enc = appendChangeHead(c.enc, t, op, key1, key2)
+	c.enc = binary.BigEndian.AppendUint32(c.enc, uint32(len(t.cols)))
+	ch := Change{Table: t.name}
+	var size uint64
+	if op != lib.SQLITE_DELETE {
+		// The new values: encoded (not generated columns), and sized (all).
+		if c.values {
+			ch.New = make([]any, len(t.cols))
 		}
-		out = append(out, i)
+		n := int(lib.Xsqlite3_preupdate_count(tls, db))
+		j := 0
+		for i := 0; i < n; i++ {
+			kept := j < len(t.cols) && t.cols[j] == i
+			if lib.Xsqlite3_preupdate_new(tls, db, int32(i), m.pValue) != lib.SQLITE_OK {
+				if kept {
+					c.enc = append(c.enc, valNone)
+					j++
+				}
+				continue
+			}
+			v := libc.AtomicLoadPUintptr(m.pValue)
+			if !kept {
+				switch lib.Xsqlite3_value_type(tls, v) {
+				case lib.SQLITE_INTEGER, lib.SQLITE_FLOAT:
+					size += 8
+				case lib.SQLITE_TEXT, lib.SQLITE_BLOB:
+					size += uint64(lib.Xsqlite3_value_bytes(tls, v))
+				}
+				continue
+			}
+			var sz uint64
+			c.enc, sz = appendSQLiteValue(c.enc, tls, v)
+			size += sz
+			if ch.New != nil {
+				ch.New[j] = valueOf(tls, v)
+			}
+			j++
+		}
+		for ; j < len(t.cols); j++ {
+			c.enc = append(c.enc, valNone)
+		}
+	} else {
+		// The old values of a delete.
+		for _, i := range t.cols {
+			if lib.Xsqlite3_preupdate_old(tls, db, int32(i), m.pValue) != lib.SQLITE_OK {
+				c.enc = append(c.enc, valNone)
+				continue
+			}
+			c.enc, _ = appendSQLiteValue(c.enc, tls, libc.AtomicLoadPUintptr(m.pValue))
+		}
 	}
-	return out
+	c.ends = append(c.ends, len(c.enc))
+	m.appendChange(t, &ch, op, key1, key2)
+	return size
 }
 
 // appendChange completes ch (op, rowids, old values, columns) and appends

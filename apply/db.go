@@ -38,6 +38,19 @@ type Options struct {
 	// Without it, changes are still counted (ChangeCounts), which every
 	// node does alike.
 	OnChanges ChangesFunc
+	// OnDigest, when set, is called after every commit that applied
+	// messages (a batch, a load, a refused load), with the running digest
+	// as of the last sequence it applied (see Digest; DigestAt has those
+	// before it). It runs on the apply goroutine, before the next batch:
+	// it must be quick and must not call into the DB's apply (ApplyBatch,
+	// Hold, Replace, ContentHashAt).
+	OnDigest func(DigestState)
+	// Mutate is for tests only: when set, it is called with each entry
+	// after it is decoded and before this node applies it, and may change
+	// it (a parameter, a statement), so a test can make one node apply an
+	// entry differently from the others (a divergence) without editing
+	// the code under test. Never set it in a node that serves users.
+	Mutate func(seq uint64, e *Entry)
 }
 
 // DB is one replicated database on this node: its SQLite file, the apply
@@ -81,6 +94,27 @@ type DB struct {
 	// its budget, once its batch commits.
 	traceCost func(seq uint64, spent Budget)
 
+	// The running digest (digest.go): dstate is as of the applied
+	// sequence, ring has the last digestRing sequences' (DigestAt);
+	// digestMu guards both for readers, the apply writes them under
+	// applyMu. keepRing: the next open keeps the ring (a load continues
+	// the chain; a restore starts another).
+	onDigest func(DigestState)
+	mutate   func(seq uint64, e *Entry)
+	digestMu sync.Mutex
+	dstate   DigestState
+	ring     [digestRing]ringSlot
+	keepRing bool
+	dig      *digester
+	// Scratch buffers of the entry being applied (under applyMu).
+	denc   []byte
+	dends  []int
+	dreads []bool
+
+	// pins are ContentHashAt calls waiting for a sequence (contenthash.go).
+	pinMu sync.Mutex
+	pins  []*pin
+
 	closed atomic.Bool
 
 	applyMu sync.Mutex      // held while a batch is applied, and by Hold
@@ -108,7 +142,8 @@ func Open(path string, opts Options) (*DB, error) {
 		opts.Logger = slog.Default()
 	}
 	db := &DB{path: path, node: opts.Node, maxPages: opts.MaxPages, log: opts.Logger, loader: opts.Loader, onChanges: opts.OnChanges, advanced: make(chan struct{}),
-		waiters: make(map[string]chan Outcome), nread: opts.Readers, logged: map[string]bool{}}
+		waiters: make(map[string]chan Outcome), nread: opts.Readers, logged: map[string]bool{},
+		onDigest: opts.OnDigest, mutate: opts.Mutate, dig: newDigester()}
 	if err := db.open(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -161,6 +196,9 @@ func (db *DB) open() error {
 		return err
 	}
 	db.applied.Store(seq)
+	if err := db.openDigest(seq); err != nil {
+		return err
+	}
 	counts, exists, err := readCounts(db.w)
 	if err != nil {
 		return err
@@ -310,6 +348,7 @@ func (db *DB) setApplied(seq uint64) {
 	close(db.advanced)
 	db.advanced = make(chan struct{})
 	db.mu.Unlock()
+	db.servePins(seq)
 }
 
 // Await registers interest in the outcome of the entry carrying token,

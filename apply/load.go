@@ -41,8 +41,13 @@ var ErrLoadInvalid = errors.New("load refused")
 //
 // The new file holds the change counts of the old one plus one reset
 // (for an entry in format version 3 or later), and OnChanges gets the
-// reset before the file is swapped.
-func (db *DB) applyLoad(seq uint64, e *Entry, countsReset bool) error {
+// reset before the file is swapped. Its running digest continues the old
+// file's chain: SHA-256(prev || seq || 'L' || data), data the entry's
+// message (every node fetched the same object); a load every node
+// refuses advances it with 'N' in place of 'L'. A stored snapshot taken
+// in place of a deleted object brings its own digest.
+func (db *DB) applyLoad(seq uint64, e *Entry, data []byte) error {
+	countsReset := counted(data)
 	if db.loader == nil {
 		return fmt.Errorf("apply entry %d: a load entry, but this node has no loader", seq)
 	}
@@ -56,8 +61,10 @@ func (db *DB) applyLoad(seq uint64, e *Entry, countsReset bool) error {
 	if countsReset {
 		counts.Resets++
 	}
+	dst := db.Digest()
+	dst.Seq, dst.Digest = seq, db.dig.step(dst.Digest, seq, digestLoad, data)
 	if err == nil {
-		path, err = db.prepareLoad(seq, e, path, snap, counts)
+		path, err = db.prepareLoad(seq, e, path, snap, counts, dst)
 	}
 	if err == nil && !snap && countsReset && db.onChanges != nil {
 		if cerr := db.onChanges(ctx, db.counts, []EntryChanges{{Seq: seq, Time: e.Time, Node: e.Node, Reset: true}}); cerr != nil {
@@ -70,7 +77,7 @@ func (db *DB) applyLoad(seq uint64, e *Entry, countsReset bool) error {
 	}
 	if errors.Is(err, ErrLoadInvalid) {
 		db.log.Warn("load entry refused: skipped by every node", "seq", seq, "object", e.Load.Object, "err", err)
-		if serr := db.markApplied(seq); serr != nil {
+		if serr := db.markApplied(seq, db.dig.step(db.Digest().Digest, seq, digestNoLoad, data)); serr != nil {
 			return serr
 		}
 		db.deliver(e.Token, Outcome{Seq: seq, Results: []api.Result{{Error: err.Error()}}})
@@ -79,9 +86,15 @@ func (db *DB) applyLoad(seq uint64, e *Entry, countsReset bool) error {
 	if err != nil {
 		return fmt.Errorf("apply load entry %d: %w", seq, err)
 	}
-	if err := db.replaceLocked(path); err != nil {
+	db.keepRing = !snap // the chain goes on (a snapshot's is its own)
+	err = db.replaceLocked(path)
+	db.keepRing = false
+	if err != nil {
 		os.Remove(path)
 		return fmt.Errorf("apply load entry %d: %w", seq, err)
+	}
+	if db.onDigest != nil {
+		db.onDigest(db.Digest())
 	}
 	if snap {
 		db.log.Info("load object deleted: took the stored snapshot that covers the load entry", "seq", seq, "object", e.Load.Object, "snapshot_seq", db.Applied())
@@ -94,9 +107,10 @@ func (db *DB) applyLoad(seq uint64, e *Entry, countsReset bool) error {
 }
 
 // prepareLoad turns a fetched object into an nqlite database file holding
-// seq as its applied sequence and counts as its change counts (snap: a
-// stored snapshot, checked to hold seq and used as is).
-func (db *DB) prepareLoad(seq uint64, e *Entry, path string, snap bool, counts ChangeCounts) (string, error) {
+// seq as its applied sequence, counts as its change counts and dst as its
+// running digest (snap: a stored snapshot, checked to hold seq and used
+// as is).
+func (db *DB) prepareLoad(seq uint64, e *Entry, path string, snap bool, counts ChangeCounts, dst DigestState) (string, error) {
 	if snap {
 		info, err := ReadSnapshotInfo(path)
 		if err == nil && info.Seq < seq {
@@ -110,14 +124,14 @@ func (db *DB) prepareLoad(seq uint64, e *Entry, path string, snap bool, counts C
 	}
 	if e.Load.SQL {
 		out := path + ".db"
-		err := runLoadSQL(db.actx, path, out, seq, e.Time, e.Seed, e.Budget, db.log, &counts)
+		err := runLoadSQL(db.actx, path, out, seq, e.Time, e.Seed, e.Budget, db.log, &counts, &dst)
 		os.Remove(path)
 		if err != nil {
 			return "", err
 		}
 		return out, nil
 	}
-	if err := prepareFile(path, "", seq, &counts); err != nil {
+	if err := prepareFile(path, "", seq, &counts, &dst); err != nil {
 		return "", err
 	}
 	return path, nil
@@ -138,7 +152,7 @@ func (db *DB) prepareLoad(seq uint64, e *Entry, path string, snap bool, counts C
 // not SQLite (encrypted, compressed, another format), a -wal or -journal
 // file rather than a database, corrupt (PRAGMA quick_check), a -wal that
 // is not one. path (and wal) are removed on error.
-func PrepareLoadFile(path, wal string) error { return prepareFile(path, wal, 0, nil) }
+func PrepareLoadFile(path, wal string) error { return prepareFile(path, wal, 0, nil, nil) }
 
 // File signatures (https://sqlite.org/fileformat2.html).
 var (
@@ -214,8 +228,10 @@ func checkWAL(wal string, pageSize int) error {
 }
 
 // prepareFile is PrepareLoadFile recording seq as the applied sequence
-// and, unless nil, counts as the change counts.
-func prepareFile(path, wal string, seq uint64, counts *ChangeCounts) (err error) {
+// and, unless nil, counts as the change counts and dst as the running
+// digest (nil: the file keeps no digest, whatever it held: one made by
+// another nqlite database is not this one's).
+func prepareFile(path, wal string, seq uint64, counts *ChangeCounts, dst *DigestState) (err error) {
 	removeAll := func() {
 		for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
 			os.Remove(p)
@@ -294,6 +310,11 @@ INSERT OR REPLACE INTO _nqlite_meta(key, value) VALUES('applied_seq', ` + fmt.Sp
 	if counts != nil {
 		script += "\n" + countsSQL(*counts)
 	}
+	if dst != nil {
+		script += "\n" + digestSQL(*dst)
+	} else {
+		script += "\nDELETE FROM _nqlite_meta WHERE key IN ('" + metaDigest + "', '" + metaDigestOrigin + "', '" + metaDigestFormat + "');"
+	}
 	err = sqlitex.ExecuteScript(c, script, nil)
 	if err != nil {
 		return fmt.Errorf("%w: cannot record the applied sequence in the database: %v", ErrLoadInvalid, err)
@@ -325,7 +346,7 @@ var sqliteDumpFK = regexp.MustCompile(`(?i)^\s*PRAGMA\s+foreign_keys\s*=\s*(OFF|
 func CheckLoadSQL(ctx context.Context, path string, entryTime, seed int64, budget Budget) error {
 	out := path + ".check.db"
 	defer os.Remove(out)
-	return runLoadSQL(ctx, path, out, 1, entryTime, seed, budget, nil, nil)
+	return runLoadSQL(ctx, path, out, 1, entryTime, seed, budget, nil, nil, nil)
 }
 
 // runLoadSQL runs the SQL text at script on a new database at out, as one
@@ -334,8 +355,8 @@ func CheckLoadSQL(ctx context.Context, path string, entryTime, seed int64, budge
 // succeed, or the load is refused (ErrLoadInvalid, naming the statement):
 // a dump that loads partly would silently drop data. sqlite3's
 // "PRAGMA foreign_keys=OFF;" is left out. Unless nil, counts become the
-// new database's change counts.
-func runLoadSQL(ctx context.Context, script, out string, seq uint64, entryTime, seed int64, budget Budget, logger *slog.Logger, counts *ChangeCounts) error {
+// new database's change counts, and dst its running digest.
+func runLoadSQL(ctx context.Context, script, out string, seq uint64, entryTime, seed int64, budget Budget, logger *slog.Logger, counts *ChangeCounts, dst *DigestState) error {
 	text, err := os.ReadFile(script)
 	if err != nil {
 		return err
@@ -380,10 +401,13 @@ func runLoadSQL(ctx context.Context, script, out string, seq uint64, entryTime, 
 		}
 		stop()
 	} else {
-		err = tmp.markApplied(seq)
+		err = tmp.markApplied(seq, Digest{})
 	}
 	if err == nil && counts != nil {
 		err = tmp.writeCounts(*counts)
+	}
+	if err == nil && dst != nil {
+		err = tmp.writeDigest(*dst)
 	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
@@ -417,13 +441,25 @@ func abbrev(sql string) string {
 	return sql[:cut] + "..."
 }
 
-// markApplied records seq as applied without other change.
-func (db *DB) markApplied(seq uint64) error {
-	if err := db.w.exec("UPDATE _nqlite_meta SET value = ? WHERE key = 'applied_seq'", int64(seq)); err != nil {
+// markApplied records seq as applied, with running digest d, without
+// other change.
+func (db *DB) markApplied(seq uint64, d Digest) error {
+	if err := db.w.exec(storeAppliedSQL, int64(seq), d[:]); err != nil {
 		return err
 	}
+	db.commitDigests([]uint64{seq}, []Digest{d})
 	db.setApplied(seq)
 	return nil
+}
+
+// writeDigest replaces the running digest stored in the database (a
+// load's new file) with st.
+func (db *DB) writeDigest(st DigestState) error {
+	db.w.lockPRNG() // a write may start a WAL (its salt draws)
+	defer db.w.unlockPRNG()
+	db.w.rec.internal = true
+	defer func() { db.w.rec.internal = false }()
+	return sqlitex.ExecuteScript(db.w.c, digestSQL(st), nil)
 }
 
 // writeCounts replaces the change counts stored in the database (a load's
