@@ -148,7 +148,8 @@ func (m *meter) remove() {
 // are captured afresh.
 func (m *meter) arm(cs *cachedStmt, spent, limit uint64, write bool, bytes, maxBytes uint64) {
 	lib.Xsqlite3_stmt_status(m.tls, cs.handle, lib.SQLITE_STMTSTATUS_VM_STEP, 1) // carry nothing over from earlier runs
-	c := &m.capture // its encoding buffers are reused: the entry kept copies
+	// The capture's encoding buffers are reused: the entry kept copies.
+	c := &m.capture
 	*m = meter{tls: m.tls, db: m.db, pValue: m.pValue, armed: true, stmt: cs.handle,
 		base: spent, limit: limit, write: write, bytes: bytes, maxB: maxBytes,
 		capture: capture{values: c.values, enc: c.enc[:0], ends: c.ends[:0]}}
