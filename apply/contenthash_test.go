@@ -145,7 +145,7 @@ func TestHashFile_LayoutAndEdit(t *testing.T) {
 		want []string
 	}{
 		{"UPDATE plain SET y = 1 WHERE x = 1", []string{"plain"}},
-		{"UPDATE t SET r = 1 WHERE id = 1", []string{"t"}},                // REAL 1.0 for 1.5
+		{"UPDATE t SET r = 1 WHERE id = 1", []string{"t"}},               // REAL 1.0 for 1.5
 		{"UPDATE t SET v = CAST(v AS BLOB) WHERE id = 1", []string{"t"}}, // same bytes, other class
 		{"UPDATE w SET n = n WHERE 0", nil},
 		{"CREATE INDEX pi ON plain(y)", []string{"plain"}},
