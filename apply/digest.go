@@ -339,38 +339,14 @@ var errNoDigest = errors.New("no digest")
 
 // readDigest reads the digest stored in the database of c, as of applied.
 func readDigest(c *conn, applied uint64) (DigestState, error) {
-	st := DigestState{Seq: applied}
-	found := 0
-	cs, err := c.prepare("SELECT key, value FROM _nqlite_meta WHERE key IN ('" + metaDigest + "', '" + metaDigestOrigin + "', '" + metaDigestFormat + "')")
-	if err != nil {
-		return st, err
+	info := SnapshotInfo{Seq: applied}
+	if err := readFileDigest(c.c, &info); err != nil {
+		return info.Digest, err
 	}
-	defer cs.release()
-	for {
-		row, err := cs.stmt.Step()
-		if err != nil {
-			return st, err
-		}
-		if !row {
-			break
-		}
-		switch cs.stmt.ColumnText(0) {
-		case metaDigest:
-			if cs.stmt.ColumnLen(1) != len(st.Digest) {
-				return st, fmt.Errorf("_nqlite_meta digest: %d bytes, want %d", cs.stmt.ColumnLen(1), len(st.Digest))
-			}
-			cs.stmt.ColumnBytes(1, st.Digest[:])
-		case metaDigestOrigin:
-			st.Origin = uint64(cs.stmt.ColumnInt64(1))
-		case metaDigestFormat:
-			st.Format = int(cs.stmt.ColumnInt64(1))
-		}
-		found++
+	if info.Digest.Format == 0 {
+		return info.Digest, errNoDigest
 	}
-	if found != 3 {
-		return DigestState{Seq: applied}, errNoDigest
-	}
-	return st, nil
+	return info.Digest, nil
 }
 
 // openDigest reads the digest of the file just opened, or starts a chain

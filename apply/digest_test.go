@@ -405,3 +405,46 @@ func TestDigest_UndoneChanges(t *testing.T) {
 		})
 	}
 }
+
+// A snapshot carries the digest and its content hash; a node restored
+// from it (Replace) takes the digest and goes on computing what the node
+// that made it computes. The restored node's own earlier digests are
+// forgotten (they were another file's).
+func TestDigest_Snapshot(t *testing.T) {
+	dir := t.TempDir()
+	msgs := digestWorkload("n1")
+	src := openDigestDB(t, filepath.Join(dir, "src.sqlite"), "n2", Options{})
+	applyIn(t, src, msgs[:7], 0, false)
+	snap := filepath.Join(dir, "snap.sqlite")
+	info, err := src.Snapshot(context.Background(), snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Digest != src.Digest() {
+		t.Fatalf("snapshot digest %+v, want %+v", info.Digest, src.Digest())
+	}
+	if h := hashFile(t, src.Path()); info.Content != h.Hash || info.Content == (Digest{}) {
+		t.Fatalf("snapshot content %s, want the source's %s", info.Content, h.Hash)
+	}
+	// The restored node had diverged: its own digests differ.
+	dst := openDigestDB(t, filepath.Join(dir, "dst.sqlite"), "n3", Options{Mutate: func(seq uint64, e *Entry) {
+		if seq == 2 {
+			e.Statements[0].SQL = "SELECT 1"
+		}
+	}})
+	applyIn(t, dst, msgs[:3], 0, false)
+	if err := dst.Replace(snap); err != nil {
+		t.Fatal(err)
+	}
+	if got := dst.Digest(); got != info.Digest {
+		t.Fatalf("restored: %+v, want %+v", got, info.Digest)
+	}
+	if _, ok := dst.DigestAt(2); ok {
+		t.Fatal("DigestAt answers for a sequence of the file replaced")
+	}
+	applyIn(t, src, msgs[7:], 0, false)
+	applyIn(t, dst, msgs[7:], 1, false)
+	if dst.Digest() != src.Digest() {
+		t.Fatalf("after catch-up: %s, want %s", dst.Digest().Digest, src.Digest().Digest)
+	}
+}

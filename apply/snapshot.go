@@ -17,6 +17,13 @@ type SnapshotInfo struct {
 	// Pages is the SQLite page count, PageSize its page size in bytes.
 	Pages    int64
 	PageSize int64
+	// Digest is the running digest the file holds, as of Seq (Format 0:
+	// the file carries none, made by a node before digests).
+	Digest DigestState
+	// Content is the file's content hash (ContentHash.Hash), computed by
+	// Snapshot after the copy; ReadSnapshotInfo leaves it zero (HashFile
+	// computes it).
+	Content Digest
 }
 
 // Snapshot writes a consistent point-in-time copy of the database to dst
@@ -47,10 +54,17 @@ func (db *DB) Snapshot(ctx context.Context, dst string) (SnapshotInfo, error) {
 		return SnapshotInfo{}, fmt.Errorf("snapshot: %w", err)
 	}
 	info, err := ReadSnapshotInfo(dst)
+	if err == nil {
+		var h ContentHash
+		if h, err = HashFile(ctx, dst); err == nil {
+			info.Content = h.Hash
+		}
+	}
 	if err != nil {
 		os.Remove(dst)
+		return SnapshotInfo{}, fmt.Errorf("snapshot: %w", err)
 	}
-	return info, err
+	return info, nil
 }
 
 // copyPages copies the database at src, as of one read transaction, to the
@@ -109,7 +123,7 @@ func copyPages(ctx context.Context, src, dst string) error {
 }
 
 // ReadSnapshotInfo checks a SQLite file with PRAGMA quick_check and reads
-// the applied sequence and page count it holds. A file that is not a
+// the applied sequence, running digest and page count it holds. A file that is not a
 // SQLite database, fails the check or has no nqlite sequence is an error.
 func ReadSnapshotInfo(path string) (SnapshotInfo, error) {
 	var info SnapshotInfo
@@ -146,6 +160,9 @@ func ReadSnapshotInfo(path string) (SnapshotInfo, error) {
 	if !found {
 		return info, fmt.Errorf("%s: not an nqlite database: no applied sequence", path)
 	}
+	if err := readFileDigest(c, &info); err != nil {
+		return info, fmt.Errorf("%s: %w", path, err)
+	}
 	for q, dst := range map[string]*int64{"PRAGMA page_count": &info.Pages, "PRAGMA page_size": &info.PageSize} {
 		err := sqlitex.ExecuteTransient(c, q, &sqlitex.ExecOptions{ResultFunc: func(s *sqlite.Stmt) error {
 			*dst = s.ColumnInt64(0)
@@ -156,4 +173,33 @@ func ReadSnapshotInfo(path string) (SnapshotInfo, error) {
 		}
 	}
 	return info, nil
+}
+
+// readFileDigest reads the running digest a file's _nqlite_meta holds
+// into info (none: Format 0).
+func readFileDigest(c *sqlite.Conn, info *SnapshotInfo) error {
+	info.Digest = DigestState{Seq: info.Seq}
+	n := 0
+	err := sqlitex.ExecuteTransient(c, "SELECT key, value FROM _nqlite_meta WHERE key IN ('"+metaDigest+"', '"+metaDigestOrigin+"', '"+metaDigestFormat+"')", &sqlitex.ExecOptions{ResultFunc: func(s *sqlite.Stmt) error {
+		n++
+		switch s.ColumnText(0) {
+		case metaDigest:
+			if s.ColumnLen(1) != len(info.Digest.Digest) {
+				return fmt.Errorf("_nqlite_meta digest: %d bytes, want %d", s.ColumnLen(1), len(info.Digest.Digest))
+			}
+			s.ColumnBytes(1, info.Digest.Digest[:])
+		case metaDigestOrigin:
+			info.Digest.Origin = uint64(s.ColumnInt64(1))
+		case metaDigestFormat:
+			info.Digest.Format = int(s.ColumnInt64(1))
+		}
+		return nil
+	}})
+	if err != nil {
+		return err
+	}
+	if n != 3 {
+		info.Digest = DigestState{Seq: info.Seq}
+	}
+	return nil
 }

@@ -4,8 +4,13 @@
 //
 // One object per database (its name is the database name) in the bucket
 // NQLITE_SNAPSHOTS; its metadata holds the stream sequence the snapshot
-// contains, the node that took it, the time and the SQLite page count.
-// The Object Store checks the SHA-256 digest on every read.
+// contains, the node that took it, the time, the SQLite page count, the
+// database's running digest at that sequence (with its origin and format)
+// and the file's content hash (apply.HashFile). The Object Store checks
+// the SHA-256 digest of the bytes on every read; Fetch also checks that
+// the file's content hash and its own running digest are the ones the
+// metadata names (ErrMismatch), so a snapshot whose file was changed after
+// it was made is refused.
 //
 // Only one node uploads a database's snapshot at a time: it first creates
 // the key <db> in the KV bucket NQLITE_SNAPSHOT_CLAIMS (Create fails when
@@ -57,7 +62,20 @@ const (
 	// sequence of the load entry that names it, recorded by the node that
 	// published the entry.
 	MetaLoadSeq = "nqlite-load-seq"
+	// MetaDigest is the database's running digest at MetaSeq (64 hex
+	// digits, apply.Digest.String), MetaDigestOrigin its chain's origin,
+	// MetaDigestFormat its format; MetaContent is the snapshot file's
+	// content hash (hex). Snapshots made before digests have none.
+	MetaDigest       = "nqlite-digest"
+	MetaDigestOrigin = "nqlite-digest-origin"
+	MetaDigestFormat = "nqlite-digest-format"
+	MetaContent      = "nqlite-content"
 )
+
+// ErrMismatch is wrapped by Fetch and Restore when the downloaded file is
+// not what the snapshot's metadata says: its content hash or the running
+// digest it holds differs. The object is refused (not retried).
+var ErrMismatch = errors.New("snapshot does not match its metadata")
 
 // ErrBusy is returned by Take when another node is uploading a snapshot of
 // the same database: the normal outcome of a race for the claim.
@@ -135,7 +153,17 @@ type Meta struct {
 	Time   time.Time `json:"time"`
 	Pages  int64     `json:"pages"`
 	Size   uint64    `json:"size"`
-	Digest string    `json:"digest"`
+	// Digest is the object's SHA-256 digest ("SHA-256=<base64url>"), as
+	// the Object Store keeps it.
+	Digest string `json:"digest"`
+	// RunningDigest is the database's running digest at Seq (hex; "" for
+	// a snapshot made before digests), DigestOrigin and DigestFormat its
+	// chain's origin and format (apply.DigestState); Content is the
+	// snapshot file's content hash (hex, apply.ContentHash.Hash).
+	RunningDigest string `json:"running_digest,omitempty"`
+	DigestOrigin  uint64 `json:"digest_origin,omitempty"`
+	DigestFormat  int    `json:"digest_format,omitempty"`
+	Content       string `json:"content,omitempty"`
 }
 
 func metaOf(info *jetstream.ObjectInfo) (*Meta, error) {
@@ -146,6 +174,17 @@ func metaOf(info *jetstream.ObjectInfo) (*Meta, error) {
 	}
 	m.Seq = seq
 	m.Pages, _ = strconv.ParseInt(info.Metadata[MetaPages], 10, 64)
+	m.RunningDigest, m.Content = info.Metadata[MetaDigest], info.Metadata[MetaContent]
+	if v, ok := info.Metadata[MetaDigestOrigin]; ok {
+		if m.DigestOrigin, err = strconv.ParseUint(v, 10, 64); err != nil {
+			return nil, fmt.Errorf("snapshot %s: bad %s metadata %q", info.Name, MetaDigestOrigin, v)
+		}
+	}
+	if v, ok := info.Metadata[MetaDigestFormat]; ok {
+		if m.DigestFormat, err = strconv.Atoi(v); err != nil {
+			return nil, fmt.Errorf("snapshot %s: bad %s metadata %q", info.Name, MetaDigestFormat, v)
+		}
+	}
 	m.Time, _ = time.Parse(time.RFC3339Nano, info.Metadata[MetaTime])
 	return m, nil
 }
@@ -205,15 +244,22 @@ func (s *Store) Take(ctx context.Context, db string, d *apply.DB, dir string) (*
 		return nil, false, err
 	}
 	defer f.Close()
+	md := map[string]string{
+		MetaSeq:     strconv.FormatUint(info.Seq, 10),
+		MetaNode:    s.node,
+		MetaTime:    time.Now().UTC().Format(time.RFC3339Nano),
+		MetaPages:   strconv.FormatInt(info.Pages, 10),
+		MetaContent: info.Content.String(),
+	}
+	if info.Digest.Format != 0 {
+		md[MetaDigest] = info.Digest.Digest.String()
+		md[MetaDigestOrigin] = strconv.FormatUint(info.Digest.Origin, 10)
+		md[MetaDigestFormat] = strconv.Itoa(info.Digest.Format)
+	}
 	oi, err := s.obj.Put(ctx, jetstream.ObjectMeta{
 		Name:        db,
 		Description: fmt.Sprintf("nqlite database %s as of stream sequence %d", db, info.Seq),
-		Metadata: map[string]string{
-			MetaSeq:   strconv.FormatUint(info.Seq, 10),
-			MetaNode:  s.node,
-			MetaTime:  time.Now().UTC().Format(time.RFC3339Nano),
-			MetaPages: strconv.FormatInt(info.Pages, 10),
-		},
+		Metadata:    md,
 	}, f)
 	if err != nil {
 		return nil, false, fmt.Errorf("upload snapshot of %s: %w", db, err)
@@ -222,7 +268,7 @@ func (s *Store) Take(ctx context.Context, db string, d *apply.DB, dir string) (*
 	if err != nil {
 		return nil, false, err
 	}
-	s.log.Info("snapshot stored", "db", db, "seq", m.Seq, "bytes", m.Size, "pages", m.Pages)
+	s.log.Info("snapshot stored", "db", db, "seq", m.Seq, "bytes", m.Size, "pages", m.Pages, "digest", m.RunningDigest, "content", m.Content)
 	if n, err := s.DeleteLoads(ctx, db, m.Seq); err != nil {
 		s.log.Warn("delete load objects the snapshot covers (tried again after the next snapshot)", "db", db, "seq", m.Seq, "deleted", n, "err", err)
 	} else if n > 0 {
@@ -343,9 +389,13 @@ func (s *Store) DeleteLoads(ctx context.Context, db string, seq uint64) (int, er
 
 // Fetch downloads the stored snapshot of db into a temporary file in dir
 // (streamed: memory stays bounded), verifies its SHA-256 digest (the
-// Object Store checks it at the end of the read) and the SQLite file
-// (quick_check, applied sequence), and returns its path: the caller moves
-// or removes it.
+// Object Store checks it at the end of the read), the SQLite file
+// (quick_check, applied sequence) and, when the metadata names them, the
+// file's content hash (apply.HashFile, which reads the whole file) and the
+// running digest it holds: a difference is an error wrapping ErrMismatch,
+// not retried. A snapshot whose metadata has neither (made by a node
+// before digests) is accepted, and logged. It returns the file's path: the
+// caller moves or removes it.
 //
 // A download that does not finish within its time budget (see
 // fetchBudget: the object may have been replaced by a newer snapshot and
@@ -355,7 +405,7 @@ func (s *Store) Fetch(ctx context.Context, db, dir string) (string, *Meta, error
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		path, m, err := s.fetchOnce(ctx, db, dir)
-		if err == nil || errors.Is(err, ErrNoSnapshot) || ctx.Err() != nil {
+		if err == nil || errors.Is(err, ErrNoSnapshot) || errors.Is(err, ErrMismatch) || ctx.Err() != nil {
 			return path, m, err
 		}
 		lastErr = err
@@ -425,7 +475,41 @@ func (s *Store) fetchOnce(parent context.Context, db, dir string) (string, *Meta
 		os.Remove(path)
 		return "", nil, fmt.Errorf("snapshot of %s holds sequence %d but its metadata says %d", db, info.Seq, m.Seq)
 	}
+	if err := s.check(parent, db, path, info, m); err != nil { // local work: not the download's budget
+		os.Remove(path)
+		return "", nil, err
+	}
 	return path, m, nil
+}
+
+// check compares the downloaded snapshot file at path (info read from it)
+// with what its metadata m says: its content hash and its running digest.
+func (s *Store) check(ctx context.Context, db, path string, info apply.SnapshotInfo, m *Meta) error {
+	if m.Content == "" && m.RunningDigest == "" {
+		s.log.Info("snapshot carries no digest (made by an older node): accepted unchecked", "db", db, "seq", m.Seq, "taken_by", m.Node)
+		return nil
+	}
+	if m.RunningDigest != "" {
+		switch {
+		case info.Digest.Format == 0:
+			return fmt.Errorf("snapshot of %s at %d: %w: the file holds no running digest, the metadata says %s", db, m.Seq, ErrMismatch, m.RunningDigest)
+		case info.Digest.Digest.String() != m.RunningDigest:
+			return fmt.Errorf("snapshot of %s at %d: %w: the file's running digest is %s, the metadata says %s", db, m.Seq, ErrMismatch, info.Digest.Digest, m.RunningDigest)
+		case info.Digest.Origin != m.DigestOrigin || info.Digest.Format != m.DigestFormat:
+			return fmt.Errorf("snapshot of %s at %d: %w: the file's digest has origin %d format %d, the metadata says origin %d format %d",
+				db, m.Seq, ErrMismatch, info.Digest.Origin, info.Digest.Format, m.DigestOrigin, m.DigestFormat)
+		}
+	}
+	if m.Content != "" {
+		h, err := apply.HashFile(ctx, path)
+		if err != nil {
+			return fmt.Errorf("snapshot of %s is not usable: %w", db, err)
+		}
+		if got := h.Hash.String(); got != m.Content {
+			return fmt.Errorf("snapshot of %s at %d: %w: the file's content hash is %s, the metadata says %s", db, m.Seq, ErrMismatch, got, m.Content)
+		}
+	}
+	return nil
 }
 
 // Restore fetches the stored snapshot of db and makes it d's database
