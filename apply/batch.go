@@ -268,9 +268,13 @@ func (db *DB) tryBatch(msgs []Msg, entries []*Entry, forced map[forcedKey]forced
 		}
 		return nil, nil, nil, nil, nil, fmt.Errorf("apply entries %d-%d: %w", msgs[0].Seq, last, err)
 	}
-	if err := w.exec(storeAppliedSQL, int64(last), prev[:]); err != nil {
+	if err := w.exec("UPDATE _nqlite_meta SET value = ? WHERE key = 'applied_seq'", int64(last)); err != nil {
 		rollback(w)
 		return nil, nil, nil, nil, nil, fmt.Errorf("apply entry %d: store applied sequence: %w", last, err)
+	}
+	if err := w.exec(storeDigestSQL, prev[:]); err != nil {
+		rollback(w)
+		return nil, nil, nil, nil, nil, fmt.Errorf("apply entry %d: store the running digest: %w", last, err)
 	}
 	if err := w.exec("COMMIT"); err != nil {
 		rollback(w)

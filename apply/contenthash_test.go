@@ -150,7 +150,7 @@ func TestHashFile_LayoutAndEdit(t *testing.T) {
 		{"UPDATE w SET n = n WHERE 0", nil},
 		{"CREATE INDEX pi ON plain(y)", []string{"plain"}},
 		{"PRAGMA user_version = 8", []string{"sqlite_header"}},
-		{"UPDATE _nqlite_meta SET value = 1 WHERE key = 'digest_origin'", nil},
+		{"UPDATE _nqlite_digest SET origin = 1", nil},
 	} {
 		t.Run(c.edit, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "edited.sqlite")

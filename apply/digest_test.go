@@ -301,7 +301,7 @@ func TestDigest_Origin(t *testing.T) {
 	prngMu.Lock()
 	c, err := sqliteOpen(path)
 	if err == nil {
-		err = execPlain(c, "DELETE FROM _nqlite_meta WHERE key LIKE 'digest%'")
+		err = execPlain(c, "DROP TABLE _nqlite_digest")
 		c.Close()
 	}
 	prngMu.Unlock()

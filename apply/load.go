@@ -313,7 +313,7 @@ INSERT OR REPLACE INTO _nqlite_meta(key, value) VALUES('applied_seq', ` + fmt.Sp
 	if dst != nil {
 		script += "\n" + digestSQL(*dst)
 	} else {
-		script += "\nDELETE FROM _nqlite_meta WHERE key IN ('" + metaDigest + "', '" + metaDigestOrigin + "', '" + metaDigestFormat + "');"
+		script += "\nDROP TABLE IF EXISTS " + digestTable + ";"
 	}
 	err = sqlitex.ExecuteScript(c, script, nil)
 	if err != nil {
@@ -444,7 +444,19 @@ func abbrev(sql string) string {
 // markApplied records seq as applied, with running digest d, without
 // other change.
 func (db *DB) markApplied(seq uint64, d Digest) error {
-	if err := db.w.exec(storeAppliedSQL, int64(seq), d[:]); err != nil {
+	// One transaction: the digest is always the applied sequence's.
+	if err := db.w.exec("BEGIN IMMEDIATE"); err != nil {
+		return err
+	}
+	err := db.w.exec("UPDATE _nqlite_meta SET value = ? WHERE key = 'applied_seq'", int64(seq))
+	if err == nil {
+		err = db.w.exec(storeDigestSQL, d[:])
+	}
+	if err == nil {
+		err = db.w.exec("COMMIT")
+	}
+	if err != nil {
+		rollback(db.w)
 		return err
 	}
 	db.commitDigests([]uint64{seq}, []Digest{d})

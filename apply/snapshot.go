@@ -175,31 +175,25 @@ func ReadSnapshotInfo(path string) (SnapshotInfo, error) {
 	return info, nil
 }
 
-// readFileDigest reads the running digest a file's _nqlite_meta holds
+// readFileDigest reads the running digest a file holds (_nqlite_digest)
 // into info (none: Format 0).
 func readFileDigest(c *sqlite.Conn, info *SnapshotInfo) error {
 	info.Digest = DigestState{Seq: info.Seq}
-	n := 0
-	err := sqlitex.ExecuteTransient(c, "SELECT key, value FROM _nqlite_meta WHERE key IN ('"+metaDigest+"', '"+metaDigestOrigin+"', '"+metaDigestFormat+"')", &sqlitex.ExecOptions{ResultFunc: func(s *sqlite.Stmt) error {
-		n++
-		switch s.ColumnText(0) {
-		case metaDigest:
-			if s.ColumnLen(1) != len(info.Digest.Digest) {
-				return fmt.Errorf("_nqlite_meta digest: %d bytes, want %d", s.ColumnLen(1), len(info.Digest.Digest))
-			}
-			s.ColumnBytes(1, info.Digest.Digest[:])
-		case metaDigestOrigin:
-			info.Digest.Origin = uint64(s.ColumnInt64(1))
-		case metaDigestFormat:
-			info.Digest.Format = int(s.ColumnInt64(1))
-		}
+	exists := false
+	err := sqlitex.ExecuteTransient(c, "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = '"+digestTable+"'", &sqlitex.ExecOptions{ResultFunc: func(s *sqlite.Stmt) error {
+		exists = true
 		return nil
 	}})
-	if err != nil {
+	if err != nil || !exists {
 		return err
 	}
-	if n != 3 {
-		info.Digest = DigestState{Seq: info.Seq}
-	}
-	return nil
+	return sqlitex.ExecuteTransient(c, "SELECT digest, origin, format FROM "+digestTable+" WHERE id = 1", &sqlitex.ExecOptions{ResultFunc: func(s *sqlite.Stmt) error {
+		if s.ColumnLen(0) != len(info.Digest.Digest) {
+			return fmt.Errorf("%s: digest of %d bytes, want %d", digestTable, s.ColumnLen(0), len(info.Digest.Digest))
+		}
+		s.ColumnBytes(0, info.Digest.Digest[:])
+		info.Digest.Origin = uint64(s.ColumnInt64(1))
+		info.Digest.Format = int(s.ColumnInt64(2))
+		return nil
+	}})
 }
