@@ -152,7 +152,7 @@ func (m *meter) arm(cs *cachedStmt, spent, limit uint64, write bool, bytes, maxB
 	c := &m.capture
 	*m = meter{tls: m.tls, db: m.db, pValue: m.pValue, armed: true, stmt: cs.handle,
 		base: spent, limit: limit, write: write, bytes: bytes, maxB: maxBytes,
-		capture: capture{values: c.values, enc: c.enc[:0], ends: c.ends[:0]}}
+		capture: capture{values: c.values, enc: c.enc[:0], ends: c.ends[:0], colbuf: c.colbuf[:0]}}
 }
 
 // disarm stops counting and returns the statement's exact step count and

@@ -256,6 +256,7 @@ type capture struct {
 	enc     []byte
 	ends    []int
 	tables  []*tableInfo // tables seen by this statement, by their Table*
+	colbuf  []int        // backs the tables' cols (reused: only this statement uses them)
 }
 
 // tableInfo is what a change records of its table: read from SQLite's own
@@ -282,7 +283,7 @@ func (c *capture) table(tls *libc.TLS, db, zTbl uintptr) *tableInfo {
 	lower := strings.ToLower(t.name)
 	t.skip = strings.HasPrefix(lower, "sqlite_") || strings.HasPrefix(lower, reservedPrefix)
 	if !t.skip {
-		t.describe(c.values)
+		t.describe(c.values, &c.colbuf)
 	}
 	c.tables = append(c.tables, t)
 	return t
@@ -292,17 +293,18 @@ func (c *capture) table(tls *libc.TLS, db, zTbl uintptr) *tableInfo {
 // generated, WITHOUT ROWID (what the digest needs), and, with names, the
 // names and the primary key (from the INTEGER PRIMARY KEY or the
 // primary-key Index). TestCapture_Schema guards the layout.
-func (t *tableInfo) describe(names bool) {
+func (t *tableInfo) describe(names bool, buf *[]int) {
 	tab := (*lib.TTable)(cptr(t.pTab))
 	t.withoutRowID = tab.FtabFlags&lib.TF_WithoutRowid != 0
-	t.cols = make([]int, 0, int(tab.FnCol))
+	start := len(*buf)
 	for i := 0; i < int(tab.FnCol); i++ {
 		col := (*lib.TColumn)(cptr(tab.FaCol + uintptr(i)*unsafe.Sizeof(lib.TColumn{})))
 		if col.FcolFlags&lib.COLFLAG_GENERATED != 0 {
 			continue
 		}
-		t.cols = append(t.cols, i)
+		*buf = append(*buf, i)
 	}
+	t.cols = (*buf)[start:len(*buf):len(*buf)]
 	if !names {
 		return
 	}
