@@ -209,6 +209,20 @@ func (s *Store) Latest(ctx context.Context, db string) (*Meta, error) {
 // After an upload it deletes the load objects the new snapshot covers
 // (DeleteLoads).
 func (s *Store) Take(ctx context.Context, db string, d *apply.DB, dir string) (*Meta, bool, error) {
+	return s.TakeWith(ctx, db, d, dir, TakeOptions{})
+}
+
+// TakeOptions change what Take uploads.
+type TakeOptions struct {
+	// Replace uploads a snapshot at the stored one's sequence too (never
+	// an older one): a node healing from a divergence needs one made by a
+	// node the others vouch for, and the stored one may be the diverged
+	// node's own.
+	Replace bool
+}
+
+// TakeWith is Take with options.
+func (s *Store) TakeWith(ctx context.Context, db string, d *apply.DB, dir string, o TakeOptions) (*Meta, bool, error) {
 	release, err := s.claim(ctx, db)
 	if errors.Is(err, errClaimed) {
 		return nil, false, ErrBusy
@@ -221,7 +235,7 @@ func (s *Store) Take(ctx context.Context, db string, d *apply.DB, dir string) (*
 	if err != nil && !errors.Is(err, ErrNoSnapshot) {
 		return nil, false, err
 	}
-	if latest != nil && latest.Seq >= d.Applied() {
+	if latest != nil && (latest.Seq > d.Applied() || latest.Seq == d.Applied() && !o.Replace) {
 		return latest, false, nil
 	}
 	f, err := os.CreateTemp(dir, db+".snapshot-*.sqlite")
@@ -236,7 +250,7 @@ func (s *Store) Take(ctx context.Context, db string, d *apply.DB, dir string) (*
 	if err != nil {
 		return nil, false, err
 	}
-	if latest != nil && info.Seq <= latest.Seq {
+	if latest != nil && (info.Seq < latest.Seq || info.Seq == latest.Seq && !o.Replace) {
 		return latest, false, nil
 	}
 	f, err = os.Open(tmp)

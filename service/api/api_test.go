@@ -204,7 +204,7 @@ func TestError_Kinds(t *testing.T) {
 		api.KindBadRequest: api.ErrBadRequest, api.KindForbidden: api.ErrForbidden, api.KindTooLarge: api.ErrTooLarge,
 		api.KindStored: api.ErrStored, api.KindNotStored: api.ErrNotStored, api.KindUnknown: api.ErrUnknown,
 		api.KindNotReached: api.ErrNotReached, api.KindReadTimeout: api.ErrReadTimeout, api.KindUnavailable: api.ErrUnavailable,
-		api.KindRestoring: api.ErrRestoring, api.KindIncompatible: api.ErrIncompatible, api.KindInternal: api.ErrInternal,
+		api.KindRestoring: api.ErrRestoring, api.KindIncompatible: api.ErrIncompatible, api.KindDiverged: api.ErrDiverged, api.KindInternal: api.ErrInternal,
 	}
 	if len(api.Kinds()) != len(sentinels) {
 		t.Fatalf("%d kinds, %d sentinels", len(api.Kinds()), len(sentinels))

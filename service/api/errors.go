@@ -65,7 +65,7 @@ const (
 	CodeInternal = 500
 	// CodeUnavailable (503): nothing was done, retry later or on another
 	// node (KindNotStored, KindUnavailable, KindRestoring,
-	// KindIncompatible).
+	// KindIncompatible, KindDiverged).
 	CodeUnavailable = 503
 	// CodeGatewayTimeout (504): timeout_ms passed before the request was
 	// published (KindNotReached, KindReadTimeout) or before JetStream
@@ -129,6 +129,12 @@ const (
 	// stopped applying the database until upgraded. Nothing was
 	// published: ask another node.
 	KindIncompatible ErrorKind = "incompatible"
+	// KindDiverged (503): the node's running digest differs from the one
+	// the majority of the nodes reporting a checkpoint agree on: its copy
+	// is not the cluster's, so it answers nothing until it healed from a
+	// snapshot of an agreeing node (see Divergence in the README).
+	// Nothing was published: ask another node.
+	KindDiverged ErrorKind = "diverged"
 	// KindInternal (500): a bug in nqlite; please report it.
 	KindInternal ErrorKind = "internal"
 )
@@ -149,13 +155,14 @@ var kinds = map[ErrorKind]struct {
 	KindUnavailable:  {CodeUnavailable, "the node cannot serve the request now"},
 	KindRestoring:    {CodeUnavailable, "the node is restoring its database from a snapshot"},
 	KindIncompatible: {CodeUnavailable, "the node cannot apply a newer entry format"},
+	KindDiverged:     {CodeUnavailable, "the node's copy differs from the cluster's"},
 	KindInternal:     {CodeInternal, "internal error"},
 }
 
 // Kinds returns every kind a node sends, in the README's order.
 func Kinds() []ErrorKind {
 	return []ErrorKind{KindBadRequest, KindForbidden, KindTooLarge, KindStored, KindNotStored, KindUnknown,
-		KindNotReached, KindReadTimeout, KindUnavailable, KindRestoring, KindIncompatible, KindInternal}
+		KindNotReached, KindReadTimeout, KindUnavailable, KindRestoring, KindIncompatible, KindDiverged, KindInternal}
 }
 
 // Code returns the HTTP-like number of kind k, CodeInternal for a kind
@@ -188,6 +195,7 @@ var (
 	ErrUnavailable  error = kindError(KindUnavailable)
 	ErrRestoring    error = kindError(KindRestoring)
 	ErrIncompatible error = kindError(KindIncompatible)
+	ErrDiverged     error = kindError(KindDiverged)
 	ErrInternal     error = kindError(KindInternal)
 )
 

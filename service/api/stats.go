@@ -18,8 +18,11 @@ type Stats struct {
 	Waiting int64  `json:"waiting"` // requests waiting for this node to apply a sequence
 	// State is "serving"; "restoring" while the node replaces its
 	// database with a snapshot; "incompatible" once it met an entry of a
-	// newer format (it stopped applying: upgrade it). Requests get 503 in
-	// every state but serving. Nodes older than snapshots leave it empty.
+	// newer format (it stopped applying: upgrade it); "diverged" while its
+	// running digest differs from the majority's (it heals from a
+	// snapshot); "offline", "failing", "starting" (see the README).
+	// Requests get 503 in every state but serving (offline serves level
+	// none reads). Nodes older than snapshots leave it empty.
 	State string `json:"state"`
 	// SnapshotSeq is the sequence of the latest stored snapshot this node
 	// knows of (0: none).
@@ -38,4 +41,28 @@ type Stats struct {
 	// StreamError is set when the node's last refresh of the stream state
 	// failed.
 	StreamError string `json:"stream_error,omitempty"`
+	// Digest is the node's running digest as of Applied (64 hex digits;
+	// empty from nodes before the digest). See Divergence in the README.
+	Digest string `json:"digest,omitempty"`
+	// CheckpointSeq is the latest checkpoint this node compared with the
+	// others' (0: none yet); CheckpointNodes how many nodes (this one
+	// included) reported a comparable digest for it; CheckpointStatus the
+	// comparison: "agrees" (a majority of them hold this node's digest),
+	// "differs" (a majority holds another: this node is diverged), "split"
+	// (no majority: the operator decides), "alone" (no other node
+	// reported it yet).
+	CheckpointSeq    uint64 `json:"checkpoint_seq,omitempty"`
+	CheckpointNodes  int    `json:"checkpoint_nodes,omitempty"`
+	CheckpointStatus string `json:"checkpoint_status,omitempty"`
+	// DivergedSeq is the first checkpoint at which this node's digest
+	// differs from the majority's (0: none); set while State is
+	// "diverged".
+	DivergedSeq uint64 `json:"diverged_seq,omitempty"`
+	// Heals counts restores from an agreeing node's snapshot after a
+	// divergence, since start.
+	Heals uint64 `json:"heals,omitempty"`
+	// CheckpointError is set when the node could not publish or read
+	// checkpoints lately (it keeps serving: a missing checkpoint is not a
+	// divergence).
+	CheckpointError string `json:"checkpoint_error,omitempty"`
 }

@@ -33,6 +33,7 @@ var (
 	ErrUnavailable  = api.ErrUnavailable
 	ErrRestoring    = api.ErrRestoring
 	ErrIncompatible = api.ErrIncompatible
+	ErrDiverged     = api.ErrDiverged
 	ErrInternal     = api.ErrInternal
 )
 
