@@ -71,6 +71,7 @@ type config struct {
 	maxSteps   uint64
 	maxBytes   uint64
 	changes    service.ChangesConfig
+	checkpoint service.CheckpointConfig
 	tables     listFlag
 }
 
@@ -115,6 +116,9 @@ func run(args []string) error {
 	fs.Var(&c.tables, "changes-tables", "with --changes, publish only these tables (repeatable, or comma separated; the same on every node)")
 	fs.DurationVar(&c.changes.MaxAge, "changes-max-age", 0, "with --changes, how long the change stream keeps events (0: no limit)")
 	fs.Int64Var(&c.changes.MaxBytes, "changes-max-bytes", 0, "with --changes, how many bytes the change stream keeps, oldest events dropped first (0: no limit)")
+	fs.Uint64Var(&c.checkpoint.Every, "checkpoint-every", 1000, "publish this node's running digest of each database into the KV bucket NQLITE_CHECKPOINTS every this many entries, and compare it with the other nodes' (1 or more)")
+	fs.DurationVar(&c.checkpoint.MaxAge, "checkpoint-max-age", 24*time.Hour, "how long the checkpoint bucket keeps a checkpoint")
+	fs.BoolVar(&c.checkpoint.Disabled, "no-checkpoints", false, "do not publish or compare checkpoints (a diverged copy then goes unnoticed)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: nqlite [flags]\n\nRuns an nqlite node. Every flag is also read from NQLITE_<FLAG> (e.g. NQLITE_NATS_URL).\n\n")
 		fs.PrintDefaults()
@@ -141,6 +145,12 @@ func run(args []string) error {
 		return errors.New("--changes-max-age and --changes-max-bytes: give 0 (no limit) or more")
 	}
 	c.changes.Tables = c.tables
+	if c.checkpoint.Every < 1 {
+		return errors.New("--checkpoint-every 0: give at least 1 (or --no-checkpoints)")
+	}
+	if c.checkpoint.MaxAge <= 0 {
+		return fmt.Errorf("--checkpoint-max-age %v: give a positive duration such as 24h", c.checkpoint.MaxAge)
+	}
 	if len(c.leafURLs) > 0 {
 		if c.natsURL != "" {
 			return errors.New("--leaf-remote runs an embedded leaf-node server: leave --nats-url empty")
@@ -198,6 +208,7 @@ func run(args []string) error {
 		MaxEntrySteps: c.maxSteps,
 		MaxEntryBytes: c.maxBytes,
 		Changes:       c.changes,
+		Checkpoint:    c.checkpoint,
 	})
 	cancel()
 	if err != nil {

@@ -16,7 +16,7 @@ import (
 const workers = 32
 
 // register serves the endpoints of every database: nqlite.query.<db> and
-// nqlite.read.<db> and, with snapshots, nqlite.snapshot.<db> and
+// nqlite.read.<db>, nqlite.check.<db> (every node answers it) and, with snapshots, nqlite.snapshot.<db> and
 // nqlite.load.<db>, all in queue group QueueGroup, and the service
 // protocol (micro.go).
 func (n *Node) register() error {
@@ -29,7 +29,9 @@ func (n *Node) register() error {
 				handle:   func(r *request) { n.serve(d, r, false) }},
 			&endpoint{name: "read_" + d.name, subject: ReadSubject(d.name), db: d,
 				metadata: map[string]string{"db": d.name, "read_only": "true"},
-				handle:   func(r *request) { n.serve(d, r, true) }})
+				handle:   func(r *request) { n.serve(d, r, true) }},
+			&endpoint{name: "check_" + d.name, subject: api.ContentSubject(d.name), db: d, noQueue: true,
+				metadata: map[string]string{"db": d.name}, handle: n.checkHandler(d)})
 		if !n.cfg.Snapshot.Disabled {
 			eps = append(eps,
 				&endpoint{name: "snapshot_" + d.name, subject: SnapshotSubject(d.name), db: d,
@@ -47,7 +49,9 @@ func (n *Node) dispatch(r *request, job func()) {
 	n.mu.RLock()
 	if n.stopping {
 		n.mu.RUnlock()
-		n.forward(r)
+		if !r.ep.noQueue { // every other node answers those itself
+			n.forward(r)
+		}
 		return
 	}
 	n.inflight.Add(1)

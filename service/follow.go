@@ -18,7 +18,18 @@ import (
 func (n *Node) follow(d *database) error {
 	failures := 0
 	for {
-		err := d.stream().Follow(n.ctx, d.db.Applied()+1, stream.FollowOptions{}, n.applyFunc(d))
+		fctx, cancel := context.WithCancel(n.ctx)
+		d.followCancel.Store(&cancel)
+		if d.healReq.Load() != nil {
+			cancel() // asked before this Follow began
+		}
+		err := d.stream().Follow(fctx, d.db.Applied()+1, stream.FollowOptions{}, n.applyFunc(d))
+		d.followCancel.Store(nil)
+		cancel()
+		if h := d.healReq.Swap(nil); h != nil && n.ctx.Err() == nil {
+			h.done <- n.restoreHeal(d, h)
+			continue
+		}
 		if !stream.IsGap(err) || n.store() == nil || n.ctx.Err() != nil {
 			return err
 		}

@@ -31,7 +31,10 @@ type endpoint struct {
 	metadata map[string]string
 	handle   func(*request)
 	db       *database // for the per-endpoint data in STATS
-	sub      *nats.Subscription
+	// noQueue: every node answers (a plain subscription, no queue group),
+	// as for nqlite.check.<db>.
+	noQueue bool
+	sub     *nats.Subscription
 
 	mu        sync.Mutex
 	requests  int
@@ -51,10 +54,18 @@ func (e *endpoint) record(d time.Duration, errText string) {
 	e.mu.Unlock()
 }
 
+// queue returns the endpoint's queue group ("" for none).
+func (e *endpoint) queue() string {
+	if e.noQueue {
+		return ""
+	}
+	return QueueGroup
+}
+
 func (e *endpoint) stats() *micro.EndpointStats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	s := &micro.EndpointStats{Name: e.name, Subject: e.subject, QueueGroup: QueueGroup,
+	s := &micro.EndpointStats{Name: e.name, Subject: e.subject, QueueGroup: e.queue(),
 		NumRequests: e.requests, NumErrors: e.errors, LastError: e.lastError, ProcessingTime: e.total}
 	if e.requests > 0 {
 		s.AverageProcessingTime = e.total / time.Duration(e.requests)
@@ -125,10 +136,17 @@ func (n *Node) serveEndpoints(eps []*endpoint) error {
 	n.proto = p
 	for _, ep := range eps {
 		ep := ep
-		sub, err := n.nc.QueueSubscribe(ep.subject, QueueGroup, func(m *nats.Msg) {
+		handler := func(m *nats.Msg) {
 			r := &request{msg: m, ep: ep, start: time.Now()}
 			n.dispatch(r, func() { ep.handle(r) })
-		})
+		}
+		var sub *nats.Subscription
+		var err error
+		if ep.noQueue {
+			sub, err = n.nc.Subscribe(ep.subject, handler)
+		} else {
+			sub, err = n.nc.QueueSubscribe(ep.subject, QueueGroup, handler)
+		}
 		if err != nil {
 			return fmt.Errorf("subscribe %s: %w", ep.subject, err)
 		}
@@ -167,7 +185,7 @@ func (n *Node) serveEndpoints(eps []*endpoint) error {
 func (p *protocol) info() any {
 	info := micro.Info{ServiceIdentity: p.n.identity(), Type: micro.InfoResponseType, Description: "replicated SQLite over NATS JetStream", Endpoints: []micro.EndpointInfo{}}
 	for _, ep := range p.eps {
-		info.Endpoints = append(info.Endpoints, micro.EndpointInfo{Name: ep.name, Subject: ep.subject, QueueGroup: QueueGroup, Metadata: ep.metadata})
+		info.Endpoints = append(info.Endpoints, micro.EndpointInfo{Name: ep.name, Subject: ep.subject, QueueGroup: ep.queue(), Metadata: ep.metadata})
 	}
 	return info
 }

@@ -97,8 +97,8 @@ func TestNode_ServiceProtocol(t *testing.T) {
 		if err := json.Unmarshal(msg.Data, &info); err != nil || info.Name != "nqlite" || info.ID == "" || info.Version != service.Version {
 			t.Fatalf("%s: %s (%v)", subject, msg.Data, err)
 		}
-		if strings.HasPrefix(subject, "$SRV.INFO") && len(info.Endpoints) != 4 {
-			t.Fatalf("%s: %d endpoints, want 4: %s", subject, len(info.Endpoints), msg.Data)
+		if strings.HasPrefix(subject, "$SRV.INFO") && len(info.Endpoints) != 5 {
+			t.Fatalf("%s: %d endpoints, want 5 (query, read, check, snapshot, load): %s", subject, len(info.Endpoints), msg.Data)
 		}
 		if _, err := nc.Request("$SRV.PING.nqlite."+info.ID, nil, 5*time.Second); err != nil {
 			t.Fatalf("ping by id: %v", err)

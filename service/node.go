@@ -54,6 +54,13 @@ type Config struct {
 	// Changes configures the change feed of every database this node
 	// serves (off by default).
 	Changes ChangesConfig
+	// Checkpoint configures the checkpoints of the running digest, which
+	// nodes compare to find a diverged copy (on by default).
+	Checkpoint CheckpointConfig
+	// Apply, when set, adjusts the apply.Options of database db before its
+	// file is opened. Tests use it (apply.Options.Mutate makes one node
+	// apply an entry differently); a node has no use for it.
+	Apply func(db string, o *apply.Options)
 }
 
 // ChangesConfig configures the change feed: every row change committed by
@@ -107,6 +114,7 @@ const (
 	offline            // JetStream not reached since start: level none reads are served from the local copy, the rest gets 503
 	failing            // applying fails for a reason of this node's (disk full, I/O): requests get 503, apply retries
 	starting           // no local copy yet: waiting for JetStream
+	diverged           // its running digest differs from the majority's at a checkpoint: requests get 503 while it heals
 )
 
 func (s state) String() string {
@@ -123,6 +131,8 @@ func (s state) String() string {
 		return "failing"
 	case starting:
 		return "starting"
+	case diverged:
+		return "diverged"
 	}
 	return fmt.Sprintf("state(%d)", int32(s))
 }
@@ -142,6 +152,12 @@ type database struct {
 	state     atomic.Int32                  // a state
 	lastSnap  atomic.Uint64                 // sequence of the latest stored snapshot known here
 	restores  atomic.Uint64                 // restores from a snapshot while running
+
+	cps          *checkpoints                       // nil when checkpoints are disabled
+	healReq      atomic.Pointer[healRequest]        // a restore the follow loop is asked to make (heal.go)
+	followCancel atomic.Pointer[context.CancelFunc] // stops the running Follow
+	heals        atomic.Uint64                      // heals since start
+	answering    atomic.Bool                        // a heal request of another node is being served
 
 	failure    atomic.Value // string: why applying fails (state failing)
 	refreshing atomic.Bool  // a background stream-state refresh runs
@@ -199,6 +215,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*Node, error) {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Snapshot.defaults()
+	cfg.Checkpoint.defaults()
 	if cfg.MaxEntrySteps == 0 {
 		cfg.MaxEntrySteps = DefaultMaxEntrySteps
 	}
@@ -291,6 +308,9 @@ func (n *Node) openDatabase(name string) (*database, error) {
 	d := &database{name: name, path: filepath.Join(n.cfg.DataDir, name+".sqlite"),
 		connected: make(chan struct{}), ready: make(chan struct{}), done: make(chan error, 1)}
 	d.setState(starting)
+	if !n.cfg.Checkpoint.Disabled {
+		d.cps = newCheckpoints(n, d)
+	}
 	if _, err := apply.ReadSnapshotInfo(d.path); err == nil {
 		db, err := apply.Open(d.path, n.applyOptions(d))
 		if err != nil {
@@ -313,6 +333,12 @@ func (n *Node) applyOptions(d *database) apply.Options {
 	}
 	if !n.cfg.Snapshot.Disabled {
 		opts.Loader = n.loader(d)
+	}
+	if d.cps != nil {
+		opts.OnDigest = d.cps.onDigest
+	}
+	if n.cfg.Apply != nil {
+		n.cfg.Apply(d.name, &opts)
 	}
 	return opts
 }
@@ -454,6 +480,13 @@ func (n *Node) runDatabase(d *database) error {
 		}
 		n.bg.Add(1)
 		go n.snapshotLoop(d)
+	}
+	if d.cps != nil {
+		n.bg.Add(1)
+		go func() {
+			defer n.bg.Done()
+			d.cps.run(n.ctx)
+		}()
 	}
 	n.log.Info("catching up", "db", d.name, "applied", d.db.Applied(), "stream_last_seq", bounds.LastSeq)
 	go func() {

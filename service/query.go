@@ -34,6 +34,8 @@ func (n *Node) run(ctx context.Context, d *database, req *api.Request, readOnly 
 		return nil, errIncompatible
 	case failing:
 		return nil, errFailing(d)
+	case diverged:
+		return nil, errDiverged(d)
 	}
 	if len(req.Statements) > MaxStatements {
 		return nil, api.Errorf(api.CodeBadRequest, "the request holds %d statements, over the limit of %d: split it", len(req.Statements), MaxStatements)

@@ -395,11 +395,15 @@ func TestNode_MicroStats(t *testing.T) {
 	if err := json.Unmarshal(msg.Data, &stats); err != nil {
 		t.Fatalf("%v: %s", err, msg.Data)
 	}
-	if stats.Name != "nqlite" || stats.Version != service.Version || stats.Metadata["node"] != "n1" || len(stats.Endpoints) != 4 {
+	if stats.Name != "nqlite" || stats.Version != service.Version || stats.Metadata["node"] != "n1" || len(stats.Endpoints) != 5 {
 		t.Fatalf("stats: %s", msg.Data)
 	}
 	e := stats.Endpoints[0]
 	e.Data.StreamAgeMS = 0 // how old the stream state is: any age
+	if len(e.Data.Digest) != 64 {
+		t.Errorf("digest %q: want 64 hex digits", e.Data.Digest)
+	}
+	e.Data.Digest = ""
 	want := service.Stats{DB: "main", Node: "n1", Applied: 1, StreamLastSeq: 2, Lag: 1, State: "serving"}
 	if e.Subject != "nqlite.query.main" || e.QueueGroup != "nqlite" || e.Data != want {
 		t.Fatalf("endpoint stats: got %+v, want %+v", e, want)

@@ -127,8 +127,8 @@ func (n *Node) snapshotLoop(d *database) {
 			return
 		case <-t.C:
 		}
-		if d.db.Applied() < d.lastSnap.Load()+cfg.Threshold {
-			continue
+		if d.db.Applied() < d.lastSnap.Load()+cfg.Threshold || d.getState() != serving {
+			continue // nothing to do, or not now (a diverged node never stores its copy)
 		}
 		_, _, err := n.takeSnapshot(n.ctx, d)
 		switch {
@@ -152,14 +152,26 @@ func (n *Node) snapshotLoop(d *database) {
 // takeSnapshot stores a snapshot of d if it is newer than the stored one,
 // then purges the entries it covers (keeping Retain).
 func (n *Node) takeSnapshot(ctx context.Context, d *database) (*snapshot.Meta, bool, error) {
+	return n.takeSnapshotWith(ctx, d, snapshot.TakeOptions{})
+}
+
+// takeSnapshotWith is takeSnapshot with options (see snapshot.TakeOptions).
+// A snapshot this node stores is also a checkpoint of its digest.
+func (n *Node) takeSnapshotWith(ctx context.Context, d *database, o snapshot.TakeOptions) (*snapshot.Meta, bool, error) {
 	if n.store() == nil {
 		return nil, false, api.Errorf(api.CodeUnavailable, "snapshots are disabled on this node")
 	}
-	meta, taken, err := n.store().Take(ctx, d.name, d.db, n.cfg.DataDir)
+	if d.getState() == diverged {
+		return nil, false, errDiverged(d)
+	}
+	meta, taken, err := n.store().TakeWith(ctx, d.name, d.db, n.cfg.DataDir, o)
 	if err != nil {
 		return nil, false, err
 	}
 	d.lastSnap.Store(meta.Seq)
+	if taken && d.cps != nil {
+		d.cps.snapshotTaken(ctx, meta)
+	}
 	if taken {
 		first, err := n.purge(ctx, d, meta.Seq)
 		if err != nil {

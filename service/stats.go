@@ -16,6 +16,11 @@ func (n *Node) stats(d *database) Stats {
 	}
 	s := Stats{DB: d.name, Node: n.cfg.NodeID, Applied: d.db.Applied(), Skipped: d.db.Skipped(), Waiting: d.db.Waiting(),
 		State: d.getState().String(), SnapshotSeq: d.lastSnap.Load(), Restores: d.restores.Load(), ForeignSQLite: d.db.ForeignSQLite()}
+	s.Digest = d.db.Digest().Digest.String()
+	s.Heals = d.heals.Load()
+	if d.cps != nil {
+		d.cps.fill(&s)
+	}
 	var st stream.State
 	var at time.Time
 	str := d.stream()
