@@ -39,6 +39,7 @@ func init() {
 		{"dump", "print the database as SQL, like sqlite3's .dump", func(e *env) command { return &dumpCommand{e} }},
 		{"import", "import a CSV file into a table", func(e *env) command { return &importCommand{e} }},
 		{"nodes", "list every node: version, applied sequence, lag, uptime", func(e *env) command { return &nodesCommand{e} }},
+		{"check", "check that every node holds the same content (a hash per node at one sequence; exit 1 if any differs)", func(e *env) command { return &checkCommand{e} }},
 		{"bench", "measure inserts and reads against a running cluster", func(e *env) command { return &benchCommand{e} }},
 		{"backup", "write a consistent SQLite file of the database (from a fresh snapshot)", func(e *env) command { return &backupCommand{e} }},
 		{"restore", "replace the database on every node with a SQLite file or SQL dump", func(e *env) command { return &restoreCommand{e} }},

@@ -27,10 +27,11 @@ func collectStats(ctx context.Context, nc *nats.Conn, wait, quiet time.Duration,
 // and state when the nodes report one), or with all every field of the
 // stats.
 func nodesResult(stats []client.NodeStats, now time.Time, all bool) *api.Result {
-	withErr, withState := false, false
+	withErr, withState, withCP := false, false, false
 	for _, s := range stats {
 		withErr = withErr || s.StreamError != ""
 		withState = withState || s.State != ""
+		withCP = withCP || s.CheckpointSeq > 0 || s.CheckpointError != ""
 	}
 	res := &api.Result{Columns: []string{"node", "db", "version", "applied", "lag", "uptime", "requests", "rtt_ms"}}
 	if all {
@@ -39,6 +40,12 @@ func nodesResult(stats []client.NodeStats, now time.Time, all bool) *api.Result 
 	}
 	if withState {
 		res.Columns = append(res.Columns, "state")
+	}
+	if withCP {
+		res.Columns = append(res.Columns, "checkpoint", "agrees")
+	}
+	if all {
+		res.Columns = append(res.Columns, "digest", "checkpoint_nodes", "diverged_seq", "heals", "checkpoint_error")
 	}
 	if withErr {
 		res.Columns = append(res.Columns, "stream_error")
@@ -62,6 +69,16 @@ func nodesResult(stats []client.NodeStats, now time.Time, all bool) *api.Result 
 		}
 		if withState {
 			row = append(row, opt(s.State))
+		}
+		if withCP {
+			var cp any
+			if s.CheckpointSeq > 0 {
+				cp = int64(s.CheckpointSeq)
+			}
+			row = append(row, cp, opt(s.CheckpointStatus))
+		}
+		if all {
+			row = append(row, opt(s.Digest), int64(s.CheckpointNodes), int64(s.DivergedSeq), int64(s.Heals), opt(s.CheckpointError))
 		}
 		if withErr {
 			row = append(row, opt(s.StreamError))

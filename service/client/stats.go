@@ -54,6 +54,36 @@ type StatsOptions struct {
 // returns one NodeStats per node and database, sorted by node, then
 // database. No node answering wraps ErrNoNode.
 func (c *Client) Stats(ctx context.Context, o StatsOptions) ([]NodeStats, error) {
+	subject, err := micro.ControlSubject(micro.StatsVerb, api.ServiceName, "")
+	if err != nil {
+		return nil, err
+	}
+	var out []NodeStats
+	err = c.gather(ctx, subject, nil, o, "micro STATS", func(data []byte, rtt time.Duration) bool {
+		var st micro.Stats
+		if err := json.Unmarshal(data, &st); err != nil {
+			return false // not a stats reply
+		}
+		out = append(out, nodeStats(&st, rtt)...)
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Node != out[j].Node {
+			return out[i].Node < out[j].Node
+		}
+		return out[i].DB < out[j].DB
+	})
+	return out, nil
+}
+
+// gather publishes one request on subject, which every node answers, and
+// hands each reply to take (with the time since the request) until o says
+// the collection ends; take returns false for a reply it did not count.
+// No node answering wraps ErrNoNode (what names the request).
+func (c *Client) gather(ctx context.Context, subject string, body []byte, o StatsOptions, what string, take func(data []byte, rtt time.Duration) bool) error {
 	if o.Wait <= 0 {
 		o.Wait = 5 * time.Second
 	}
@@ -64,19 +94,14 @@ func (c *Client) Stats(ctx context.Context, o StatsOptions) ([]NodeStats, error)
 	inbox := c.nc.NewInbox()
 	sub, err := c.nc.SubscribeSync(inbox)
 	if err != nil {
-		return nil, fmt.Errorf("stats: subscribe: %w", err)
+		return fmt.Errorf("%s: subscribe: %w", what, err)
 	}
 	defer sub.Unsubscribe()
 	start := time.Now()
-	subject, err := micro.ControlSubject(micro.StatsVerb, api.ServiceName, "")
-	if err != nil {
-		return nil, err
-	}
-	if err := c.nc.PublishRequest(subject, inbox, nil); err != nil {
-		return nil, fmt.Errorf("stats: request: %w", err)
+	if err := c.nc.PublishRequest(subject, inbox, body); err != nil {
+		return fmt.Errorf("%s: request: %w", what, err)
 	}
 	deadline := start.Add(o.Wait)
-	var out []NodeStats
 	replies := 0
 	for {
 		timeout := time.Until(deadline)
@@ -91,37 +116,29 @@ func (c *Client) Stats(ctx context.Context, o StatsOptions) ([]NodeStats, error)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				return ctx.Err()
 			}
 			break // quiet or deadline
 		}
 		if len(msg.Data) == 0 && msg.Header.Get("Status") == "503" {
-			return nil, fmt.Errorf("%w: no nqlite node answers on NATS (no responders to micro STATS)", ErrNoNode)
+			return fmt.Errorf("%w: no nqlite node answers on NATS (no responders to %s)", ErrNoNode, what)
+		}
+		rtt := time.Since(start)
+		if !take(msg.Data, rtt) {
+			continue
 		}
 		replies++
-		rtt := time.Since(start)
 		if replies == 1 {
 			quiet = max(quiet, 2*rtt)
 		}
-		var st micro.Stats
-		if err := json.Unmarshal(msg.Data, &st); err != nil {
-			continue // not a stats reply
-		}
-		out = append(out, nodeStats(&st, rtt)...)
 		if o.Expect > 0 && replies >= o.Expect {
 			break
 		}
 	}
 	if replies == 0 {
-		return nil, fmt.Errorf("%w: no nqlite node answered micro STATS within %v", ErrNoNode, o.Wait)
+		return fmt.Errorf("%w: no nqlite node answered %s within %v", ErrNoNode, what, o.Wait)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Node != out[j].Node {
-			return out[i].Node < out[j].Node
-		}
-		return out[i].DB < out[j].DB
-	})
-	return out, nil
+	return nil
 }
 
 // nodeStats turns one node's STATS reply into one NodeStats per database.
