@@ -447,4 +447,3 @@ func errDiverged(d *database) error {
 	}
 	return api.NewError(api.KindDiverged, "this node's copy of %s differs from the one most nodes hold (running digest at checkpoint %d): it answers nothing until it healed from a snapshot of an agreeing node; ask another node", d.name, seq)
 }
-
