@@ -92,7 +92,7 @@ func (n *Node) waitConsistency(ctx context.Context, d *database, req *api.Reques
 		}
 		seq, err := str.Barrier(ctx)
 		if err != nil {
-			return api.Errorf(api.CodeUnavailable, "level strong needs a barrier in the stream, but JetStream did not acknowledge one: %v", err)
+			return api.Errorf(api.CodeUnavailable, "level strong needs a barrier in the stream, but JetStream is unreachable: %v", err)
 		}
 		target = max(target, seq)
 	}
