@@ -112,6 +112,7 @@ func TestDB_BatchingInvariance(t *testing.T) {
 	add(false, "INSERT INTO t(id) VALUES(1)", "INSERT INTO t(lid, ch) VALUES(last_insert_rowid(), changes())")
 	add(false, "INSERT INTO t(lid, ch) VALUES(last_insert_rowid(), changes())")
 	msgs = append(msgs, Msg{Seq: uint64(len(msgs) + 1), Data: []byte("garbage")})
+	msgs = append(msgs, Msg{Seq: uint64(len(msgs) + 1), Data: Barrier()}) // skipped, not counted as skipped
 	add(false, "INSERT INTO t(id) VALUES(10)", "INSERT OR ROLLBACK INTO t(id) VALUES(1)", "INSERT INTO t(id) VALUES(11)")
 	add(true, "INSERT INTO t(id) VALUES(20)", "INSERT INTO t(id) VALUES(1)")
 	add(false, "BEGIN", "INSERT INTO t(id) VALUES(30)")

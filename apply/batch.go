@@ -40,7 +40,9 @@ type txLost struct {
 // ApplyBatch applies msgs, which must follow the applied sequence in stream
 // order, in one SQLite transaction that also stores the last sequence: the
 // batch commits whole or not at all, so an entry is never applied twice or
-// skipped. Messages that are not valid entries are logged and skipped.
+// skipped. Messages that are not valid entries are logged and skipped;
+// barriers (Barrier) are skipped silently. Either way their sequence is
+// applied.
 // An entry in a newer format (ErrUnknownVersion) is not skipped: the
 // entries before it are committed and ApplyBatch returns an
 // *IncompatibleError for it; it and the entries after it stay unapplied.
@@ -84,6 +86,9 @@ func (db *DB) ApplyBatch(ctx context.Context, msgs []Msg) error {
 	decodeErrs := make([]error, len(msgs))
 	var incompatible error
 	for i, m := range msgs {
+		if IsBarrier(m.Data) {
+			continue // entries[i] nil: nothing to run
+		}
 		entries[i], decodeErrs[i] = DecodeEntry(m.Data)
 		if errors.Is(decodeErrs[i], ErrUnknownVersion) {
 			incompatible = &IncompatibleError{Seq: m.Seq, Version: m.Data[2]}
@@ -178,6 +183,9 @@ func (db *DB) applySegment(msgs []Msg, entries []*Entry, decodeErrs []error) err
 				db.skipped.Add(1)
 				db.log.Warn("skipped stream message that is not a valid entry", "seq", msgs[i].Seq, "err", decodeErrs[i])
 				continue
+			}
+			if e == nil {
+				continue // a barrier
 			}
 			db.noteSQLite(msgs[i].Seq, e)
 			if db.traceCost != nil {

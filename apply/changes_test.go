@@ -330,6 +330,66 @@ func TestCapture_OldEntriesNotCounted(t *testing.T) {
 	}
 }
 
+// A barrier applies its sequence and nothing else: no OnChanges call for
+// a batch of barriers, none of its changes in a batch with entries, the
+// same counts and file as without it, not counted as skipped, and an
+// old node (which decodes it as an invalid entry) skips it the same way.
+func TestCapture_Barrier(t *testing.T) {
+	if _, err := DecodeEntry(Barrier()); !errors.Is(err, ErrInvalidEntry) {
+		t.Fatalf("DecodeEntry(Barrier()): %v, want ErrInvalidEntry (how nodes before barriers skip it)", err)
+	}
+	dir := t.TempDir()
+	fa, fb := &feed{}, &feed{}
+	a := openFeedDB(t, filepath.Join(dir, "a.sqlite"), fa)
+	b := openFeedDB(t, filepath.Join(dir, "b.sqlite"), fb)
+	e1 := entryTx(false, "CREATE TABLE t(x)", "INSERT INTO t VALUES(1)")
+	e2 := entryTx(false, "INSERT INTO t VALUES(2)")
+	// a: an entry, a barrier alone, then a barrier and an entry; b: the
+	// same stream in one batch.
+	for _, batch := range [][]Msg{
+		{{Seq: 1, Data: e1}},
+		{{Seq: 2, Data: Barrier()}},
+		{{Seq: 3, Data: Barrier()}, {Seq: 4, Data: e2}},
+	} {
+		calls := fa.calls
+		if err := a.ApplyBatch(context.Background(), batch); err != nil {
+			t.Fatal(err)
+		}
+		last := batch[len(batch)-1].Seq
+		if got := a.Applied(); got != last {
+			t.Fatalf("applied %d, want %d", got, last)
+		}
+		if last == 2 && fa.calls != calls {
+			t.Fatalf("a batch of a barrier called OnChanges")
+		}
+	}
+	if err := a.WaitApplied(context.Background(), 4); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ApplyBatch(context.Background(), []Msg{{Seq: 1, Data: e1}, {Seq: 2, Data: Barrier()}, {Seq: 3, Data: Barrier()}, {Seq: 4, Data: e2}}); err != nil {
+		t.Fatal(err)
+	}
+	var seqs []uint64
+	for _, e := range fa.entries {
+		seqs = append(seqs, e.Seq)
+	}
+	if want := []uint64{1, 4}; !reflect.DeepEqual(seqs, want) {
+		t.Fatalf("changes handed over for entries %v, want %v", seqs, want)
+	}
+	if !reflect.DeepEqual(fa.entries, fb.entries) {
+		t.Fatalf("changes differ by batching: %+v and %+v", fa.entries, fb.entries)
+	}
+	if ca := a.ChangeCounts(); ca.Tables["t"] != 2 || !reflect.DeepEqual(ca, b.ChangeCounts()) {
+		t.Fatalf("counts %+v and %+v, want t: 2", ca, b.ChangeCounts())
+	}
+	if a.Skipped() != 0 || b.Skipped() != 0 {
+		t.Fatalf("skipped: a %d, b %d, want 0", a.Skipped(), b.Skipped())
+	}
+	a.Close()
+	b.Close()
+	sameFiles(t, filepath.Join(dir, "a.sqlite"), filepath.Join(dir, "b.sqlite"))
+}
+
 // Without OnChanges, changes are counted all the same (no values kept).
 func TestCapture_CountsWithoutFeed(t *testing.T) {
 	dir := t.TempDir()

@@ -187,6 +187,21 @@ func appendValue(b []byte, v any) []byte {
 	}
 }
 
+// barrierBody is the body of a barrier message: "nq", format version 0
+// (which no entry has, so a node that predates barriers skips it as an
+// invalid entry, the same way), then "barrier".
+const barrierBody = "nq\x00barrier"
+
+// Barrier returns the body of a barrier message: a no-op in the entry
+// stream that a strong read appends to learn a sequence at or after every
+// entry stored before it (see service/stream's Barrier). ApplyBatch skips
+// a barrier without changing the database or its change counts, but its
+// sequence is applied like an entry's, so WaitApplied on it returns.
+func Barrier() []byte { return []byte(barrierBody) }
+
+// IsBarrier reports whether a stream message body is a barrier (Barrier).
+func IsBarrier(data []byte) bool { return string(data) == barrierBody }
+
 // ErrInvalidEntry is wrapped by DecodeEntry's errors: the message is not an
 // entry. Every node skips such a message the same way.
 var ErrInvalidEntry = errors.New("invalid entry")

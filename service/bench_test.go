@@ -13,7 +13,7 @@ package service_test
 //   - BenchmarkCluster: three clustered nats-servers and three nodes (R3
 //     stream) in this process; single-row inserts with 1 and 16 clients,
 //     point reads (SELECT by primary key of a 10,000-row table) with 1 and
-//     16 clients, strong reads with 1 client, the echo responder with 1
+//     16 clients, strong reads with 1 and 16 clients, the echo responder with 1
 //     and 16 clients, and, as the floor of a write, a bare R3 JetStream
 //     publish (jspub) with 1 and 16 clients. b.N is the number of requests
 //     of each sub-benchmark, shared by its clients.
@@ -368,7 +368,7 @@ func BenchmarkCluster(b *testing.B) {
 	scenarios := []benchScenario{
 		{"insert", 1}, {"insert", benchMaxClients},
 		{"read", 1}, {"read", benchMaxClients},
-		{"strong", 1},
+		{"strong", 1}, {"strong", benchMaxClients},
 		{"jspub", 1}, {"jspub", benchMaxClients},
 	}
 	var lines []benchLine

@@ -417,6 +417,7 @@ func (n *Node) runDatabase(d *database) error {
 		Description: "nqlite entries of database " + d.name,
 		Replicas:    n.cfg.Replicas,
 		Duplicates:  n.cfg.Duplicates,
+		Barrier:     apply.Barrier(),
 		Logger:      n.log,
 	})
 	if n.ctx.Err() != nil {

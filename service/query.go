@@ -81,20 +81,25 @@ func (n *Node) run(ctx context.Context, d *database, req *api.Request, readOnly 
 }
 
 // waitConsistency applies the read consistency of the request: level
-// strong waits for the stream's last sequence as of now, after_seq for
-// that sequence.
+// strong waits for the sequence before a barrier appended after the
+// request arrived (Stream.Barrier, shared with the strong reads arriving
+// meanwhile), which follows every entry stored before; after_seq waits
+// for that sequence.
 func (n *Node) waitConsistency(ctx context.Context, d *database, req *api.Request) error {
 	target := req.AfterSeq
 	if req.Level == api.LevelStrong {
 		str := d.stream()
 		if str == nil {
-			return errOffline(d, api.KindUnavailable, "level strong needs the stream's last sequence")
+			return errOffline(d, api.KindUnavailable, "level strong needs a barrier in the stream")
 		}
-		last, err := str.LastSeq(ctx)
+		seq, err := str.Barrier(ctx)
 		if err != nil {
-			return api.Errorf(api.CodeUnavailable, "level strong needs the stream's last sequence, but JetStream is unreachable: %v", err)
+			return api.Errorf(api.CodeUnavailable, "level strong needs a barrier in the stream, but JetStream is unreachable: %v", err)
 		}
-		target = max(target, last)
+		// Every entry stored before the barrier is below it, and the
+		// barrier itself changes nothing: seq-1 is enough, so the read
+		// need not wait for the barrier's own delivery here.
+		target = max(target, seq-1)
 	}
 	if target == 0 || d.db.Applied() >= target {
 		return nil

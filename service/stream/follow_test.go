@@ -467,39 +467,83 @@ func TestStream_AppendNotStored(t *testing.T) {
 	}
 }
 
-// Strong reads share stream info requests, and each still sees every
-// message acknowledged before it began.
-func TestStream_LastSeqShared(t *testing.T) {
+// Strong reads share barriers: while one is in flight, every Barrier
+// call waits for the next, one append for all of them, whose sequence
+// is above every message acknowledged before the calls.
+func TestStream_BarrierShared(t *testing.T) {
 	url, _ := startServer(t)
 	s, _ := openStream(t, url)
+	s.cfg.Barrier = []byte("barrier")
 	ctx := context.Background()
-	var wg sync.WaitGroup
-	errs := make(chan error, 400)
-	for w := 0; w < 8; w++ {
-		wg.Add(1)
+	ack, err := s.Append(ctx, []byte("m"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A barrier in flight that the test ends.
+	held := &barrierCall{done: make(chan struct{})}
+	s.bMu.Lock()
+	s.bInflight = held
+	s.bMu.Unlock()
+	const callers = 20
+	type result struct {
+		seq uint64
+		err error
+	}
+	results := make(chan result, callers)
+	for i := 0; i < callers; i++ {
 		go func() {
-			defer wg.Done()
-			for i := 0; i < 50; i++ {
-				ack, err := s.Append(ctx, []byte("m"), "")
-				if err != nil {
-					errs <- err
-					return
-				}
-				last, err := s.LastSeq(ctx)
-				if err != nil {
-					errs <- err
-					return
-				}
-				if last < ack.Seq {
-					errs <- fmt.Errorf("LastSeq %d after the ack of %d", last, ack.Seq)
-					return
-				}
-			}
+			seq, err := s.Barrier(ctx)
+			results <- result{seq, err}
 		}()
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.bMu.Lock()
+		n := 0
+		if s.bNext != nil {
+			n = s.bNext.callers
+		}
+		s.bMu.Unlock()
+		if n == callers {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d Barrier calls waiting for the next barrier", n, callers)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if next := s.barrierDone(held); next != nil {
+		go s.runBarrier(next)
+	}
+	var first uint64
+	for i := 0; i < callers; i++ {
+		r := <-results
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if r.seq <= ack.Seq {
+			t.Fatalf("barrier %d, not after the ack of %d", r.seq, ack.Seq)
+		}
+		if i == 0 {
+			first = r.seq
+		} else if r.seq != first {
+			t.Fatalf("barriers %d and %d: want one shared", first, r.seq)
+		}
+	}
+	if got := s.Barriers(); got != 1 {
+		t.Fatalf("%d barrier appends for %d calls, want 1", got, callers)
+	}
+	// A later call gets a barrier of its own, after the first.
+	if seq, err := s.Barrier(ctx); err != nil || seq <= first {
+		t.Fatalf("next barrier: %d, %v; want after %d", seq, err, first)
+	}
+}
+
+// Without a barrier body, Barrier says so.
+func TestStream_BarrierUnconfigured(t *testing.T) {
+	url, _ := startServer(t)
+	s, _ := openStream(t, url)
+	if _, err := s.Barrier(context.Background()); !errors.Is(err, ErrNoBarrier) {
+		t.Fatalf("got %v, want ErrNoBarrier", err)
 	}
 }

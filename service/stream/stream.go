@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -35,6 +36,10 @@ type Config struct {
 	// JetStream stores a message whose id it saw within the window once
 	// (default 2 minutes, JetStream's default).
 	Duplicates time.Duration
+	// Barrier is the body of the no-op message Barrier appends (the
+	// service's is apply.Barrier(): every node's apply skips it); the
+	// stream carries it opaque. Empty: Barrier fails with ErrNoBarrier.
+	Barrier []byte
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -51,9 +56,10 @@ type Stream struct {
 	state  State     // the latest stream state seen
 	seenAt time.Time // when state was read; zero: never
 
-	lsMu       sync.Mutex   // LastSeq's shared requests (lastseq.go)
-	lsInflight *lastSeqCall // the request in flight
-	lsNext     *lastSeqCall // the one to send when it returns
+	bMu       sync.Mutex   // Barrier's shared appends (barrier.go)
+	bInflight *barrierCall // the append in flight
+	bNext     *barrierCall // the one to send when it returns
+	barriers  atomic.Uint64
 }
 
 // State is what the stream held when it was last asked.
@@ -138,9 +144,10 @@ func (s *Stream) noteLast(last uint64) {
 }
 
 // Bounds asks JetStream for the stream's first and last sequence now (one
-// stream info round trip to the stream leader). A strong read needs this
-// fresh answer: the last sequence of a cached answer may miss a write
-// acknowledged since.
+// stream info round trip, answered by the stream leader from its store,
+// or by any member while the stream has no leader). The last sequence
+// covers what the answering server stored, not necessarily every message
+// another server already delivered: a strong read needs Barrier.
 func (s *Stream) Bounds(ctx context.Context) (State, error) {
 	info, err := s.str.Info(ctx)
 	if err != nil {
