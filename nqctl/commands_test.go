@@ -124,11 +124,16 @@ func TestImportBatches(t *testing.T) {
 func TestNodes(t *testing.T) {
 	ns := servicetest.StartServer(t)
 	url := ns.ClientURL()
+	var nodes []*servicetest.Node
 	for _, id := range []string{"n1", "n2"} {
-		servicetest.StartNode(t, url, service.Config{NodeID: id, Databases: []string{"main", "other"},
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		nodes = append(nodes, servicetest.StartNode(t, url, service.Config{NodeID: id, Databases: []string{"main", "other"},
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}))
 	}
 	mustRun(t, nil, "--server", url, "CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+	for _, n := range nodes {
+		// The node that did not answer applies the entry a moment later.
+		servicetest.WaitFor(t, 10*time.Second, n.ID()+" to apply the entry", func() bool { return n.DB("main").Applied() >= 1 })
+	}
 
 	// Every node answers, not only the first.
 	o := mustRun(t, nil, "nodes", "--server", url, "--mode", "json", "--expect", "2")
@@ -143,7 +148,7 @@ func TestNodes(t *testing.T) {
 			t.Errorf("row lacks uptime or stream_last_seq: %v", r)
 		}
 		if r["db"] == "main" && r["stream_last_seq"] != 1.0 {
-			t.Errorf("main: stream_last_seq %v, want 1 (one request, one entry)", r["stream_last_seq"])
+			t.Errorf("main: stream_last_seq %v, want 1 (one request, one entry): %v", r["stream_last_seq"], r)
 		}
 	}
 	want := "n1/main v" + service.Version + ",n1/other v" + service.Version + ",n2/main v" + service.Version + ",n2/other v" + service.Version
