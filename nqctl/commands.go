@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"sort"
 	"strings"
 	"time"
@@ -290,7 +291,26 @@ none came for 300ms (or --expect N answered). With --db, only that database.`)
 		s.p.mode = modeJSON
 	}
 	s.p.result(nodesResult(stats, time.Now(), *verbose || machineMode(mode)))
+	out.Flush()
+	for _, h := range checkpointHints(stats) {
+		fmt.Fprintln(e.stderr, h)
+	}
 	return nil
+}
+
+// checkpointHints says what an operator should do about nodes whose
+// running digest differs from the others' (see Divergence in the README).
+func checkpointHints(stats []client.NodeStats) []string {
+	var out []string
+	for _, s := range stats {
+		switch {
+		case s.State == "diverged":
+			out = append(out, fmt.Sprintf("%s/%s is diverged (its digest differs from the majority's at checkpoint %d): it refuses requests and heals from an agreeing node's snapshot by itself", s.Node, s.DB, s.DivergedSeq))
+		case s.CheckpointStatus == "split":
+			out = append(out, fmt.Sprintf("%s/%s disagrees with other nodes at checkpoint %d and no majority holds one digest: no node heals by itself; run `nqctl check %s` to see which tables differ, decide which copy is wrong, stop that node, move its %s.sqlite aside and start it again (it rebuilds from the stored snapshot or the stream), then check again", s.Node, s.DB, s.CheckpointSeq, s.DB, s.DB))
+		}
+	}
+	return out
 }
 
 // completer completes dot-commands at the start of a line, and SQL
