@@ -23,7 +23,7 @@ func TestWrite_Coalesced(t *testing.T) {
 	type sent struct {
 		payload string
 		v       string // the value its first statement inserts
-		fails   bool // its transaction fails: nothing of it stays
+		fails   bool   // its transaction fails: nothing of it stays
 		resp    *api.Response
 	}
 	var coalesced []sent // requests that shared their entry with another
