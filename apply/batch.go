@@ -334,7 +334,13 @@ func (db *DB) applyRequests(m Msg, mi int, e *Entry, prev Digest, forced map[for
 		}
 	}
 	db.dig.begin(prev, m.Seq)
-	reqs := e.Requests()
+	var one [1]Request
+	reqs := one[:]
+	if len(e.More) == 0 {
+		one[0] = Request{Token: e.Token, ID: e.ID, Seed: e.Seed, Tx: e.Tx, Statements: e.Statements}
+	} else {
+		reqs = e.Requests()
+	}
 	var (
 		out     []delivery
 		changes []Change
