@@ -15,6 +15,7 @@ func coalescedMsgs() []Msg {
 		return &Entry{Node: "n1", Token: tok, ID: id, Keep: keep, Time: t, Seed: int64(seq) * 31, Tx: tx, Statements: stmts(sql...)}
 	}
 	group := e(2, ts+1, "a", "ka", false, "INSERT INTO t VALUES(1, 'a')", "INSERT INTO t VALUES(5, random())")
+	group.Budget = Budget{Steps: 100_000, Bytes: 1 << 20}
 	group.More = []Request{
 		// Its own transaction: the second statement fails, the first is undone.
 		{Token: "b", ID: "kb", Seed: 2, Tx: true, Statements: stmts("INSERT INTO t VALUES(2, 'b')", "INSERT INTO t VALUES(1, 'dup')")},
@@ -23,8 +24,12 @@ func coalescedMsgs() []Msg {
 		{Token: "c", Seed: 3, Statements: stmts("INSERT OR ROLLBACK INTO t VALUES(1, 'x')", "INSERT INTO t VALUES(3, last_insert_rowid())")},
 		// The same id as the first request: a duplicate of this entry.
 		{Token: "d", ID: "ka", Seed: 4, Statements: stmts("INSERT INTO t VALUES(4, 'd')")},
-		// Another seed: another random().
-		{Token: "f", Seed: 5, Statements: stmts("INSERT INTO t VALUES(6, random())")},
+		// Over the budget (each request has the entry's whole budget): it
+		// fails alone, and the next request runs within its own.
+		{Token: "e", Seed: 6, Statements: stmts("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) INSERT INTO t(v) SELECT x FROM c")},
+		// Another seed: another random(); a read, run only where the
+		// request waits (it enters the digest as a marker).
+		{Token: "f", Seed: 5, Statements: stmts("INSERT INTO t VALUES(6, random())", "SELECT count(*) FROM t")},
 	}
 	return []Msg{
 		{Seq: 1, Data: e(1, ts, "z", "", false, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)").Encode()},
@@ -45,7 +50,7 @@ func TestDB_Coalesced(t *testing.T) {
 	dirA, dirB := t.TempDir(), t.TempDir()
 	f := &feed{}
 	a := openFeedDB(t, filepath.Join(dirA, "db.sqlite"), f)
-	tokens := []string{"a", "b", "c", "d", "f", "g", "h"}
+	tokens := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
 	chans := map[string]<-chan Outcome{}
 	for _, tok := range tokens {
 		ch, stop := a.Await(tok)
@@ -78,7 +83,11 @@ func TestDB_Coalesced(t *testing.T) {
 	check("b", 2, false, "", "UNIQUE constraint failed: t.id")
 	check("c", 2, false, "UNIQUE constraint failed: t.id", "")
 	check("d", 2, true)
-	check("f", 2, false, "")
+	check("e", 2, false, stepsError(100_000))
+	check("f", 2, false, "", "")
+	if v := got["f"].Results[1].Values; len(v) != 1 || v[0][0] != int64(4) {
+		t.Errorf("request f's read: %v, want 4 rows (1, 3, 5, 6)", v)
+	}
 	check("g", 2, true)
 	check("h", 4, false, "")
 	rows := read(t, a, "SELECT group_concat(id || '=' || typeof(v), ' ') FROM (SELECT * FROM t ORDER BY id)")
@@ -96,6 +105,8 @@ func TestDB_Coalesced(t *testing.T) {
 		t.Fatalf("feed entries %v with %d changes in the first, want %v and 4 (a's two, c's, f's)", seqs, len(f.entries[0].Changes), want)
 	}
 
+	// b has no waiters: it runs no reads, as a node that did not accept
+	// the entry.
 	b := openDB(t, filepath.Join(dirB, "db.sqlite"))
 	for _, m := range msgs {
 		if err := b.ApplyBatch(context.Background(), []Msg{m}); err != nil {
