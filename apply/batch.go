@@ -484,11 +484,12 @@ func rollback(w *conn) {
 // quoteIdent quotes a SQL identifier.
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
-// applyEntry runs one entry's statements inside the batch transaction.
-// Statements that succeed stay applied, statements that fail are undone by
-// SQLite's statement journal; with Tx, the first failure undoes the entry.
-// User BEGIN/COMMIT/ROLLBACK become savepoints, and a transaction or
-// savepoint the entry leaves open is rolled back at its end.
+// applyEntry runs one request's statements (r.rq, one request of r.e)
+// inside the batch transaction. Statements that succeed stay applied,
+// statements that fail are undone by SQLite's statement journal; with Tx,
+// the first failure undoes the request. User BEGIN/COMMIT/ROLLBACK become
+// savepoints, and a transaction or savepoint the request leaves open is
+// rolled back at its end.
 func (db *DB) applyEntry(r *entryRun) ([]api.Result, *txLost, error) {
 	w, e := db.w, r.rq
 	// Connection state that must not leak between entries: after a restart
