@@ -15,8 +15,15 @@ type Msg struct {
 	Data []byte
 }
 
-// forcedKey names statement stmt of the batch's message msg.
-type forcedKey struct{ msg, stmt int }
+// forcedKey names statement stmt of request req (0 for the first) of the
+// batch's message msg.
+type forcedKey struct{ msg, req, stmt int }
+
+// delivery is an outcome for a request waiting on this node.
+type delivery struct {
+	token string
+	o     Outcome
+}
 
 // forcedStmt is a statement that undid the batch's transaction: in the
 // replay it is not run but fails with msg, and charges the entry's budget
@@ -36,6 +43,10 @@ type txLost struct {
 	key forcedKey
 	forcedStmt
 }
+
+// Error makes a *txLost travel as an error through applyRequests; it is
+// never returned by ApplyBatch (the batch is replayed).
+func (l *txLost) Error() string { return "transaction lost: " + l.msg }
 
 // ApplyBatch applies msgs, which must follow the applied sequence in stream
 // order, in one SQLite transaction that also stores the last sequence: the
@@ -191,8 +202,8 @@ func (db *DB) applySegment(msgs []Msg, entries []*Entry, decodeErrs []error) err
 			if db.traceCost != nil {
 				db.traceCost(msgs[i].Seq, costs[i])
 			}
-			if outcomes[i] != nil {
-				db.deliver(e.Token, Outcome{Seq: msgs[i].Seq, Results: outcomes[i]})
+			for _, d := range outcomes[i] {
+				db.deliver(d.token, d.o)
 			}
 		}
 		return nil
@@ -203,7 +214,7 @@ func (db *DB) applySegment(msgs []Msg, entries []*Entry, decodeErrs []error) err
 // entries with a waiter here), what each entry spent of its budget, the
 // change counts the batch added (nil when it changed no rows), and the
 // running digest after each message (committed with the batch).
-func (db *DB) tryBatch(msgs []Msg, entries []*Entry, forced map[forcedKey]forcedStmt) (outcomes [][]api.Result, costs []Budget, delta *ChangeCounts, digests []Digest, lost *txLost, err error) {
+func (db *DB) tryBatch(msgs []Msg, entries []*Entry, forced map[forcedKey]forcedStmt) (outcomes [][]delivery, costs []Budget, delta *ChangeCounts, digests []Digest, lost *txLost, err error) {
 	w := db.w
 	// Stopping interrupts the statement running (an endless one included);
 	// the interrupt is lifted before the rollback.
@@ -212,16 +223,17 @@ func (db *DB) tryBatch(msgs []Msg, entries []*Entry, forced map[forcedKey]forced
 	if err := w.exec("BEGIN IMMEDIATE"); err != nil {
 		return nil, nil, nil, nil, nil, fmt.Errorf("apply entry %d: %w", msgs[0].Seq, err)
 	}
-	countsExisted := db.countsExist
+	countsExisted, requestsExisted := db.countsExist, db.requestsExist
 	rollback := func(w *conn) {
 		rollback(w)
-		db.countsExist = countsExisted // a CREATE of the counts table is undone too
+		// A CREATE of the counts or request ids table is undone too.
+		db.countsExist, db.requestsExist = countsExisted, requestsExisted
 	}
 	if err := db.flushFirstFrame(msgs[len(msgs)-1].Seq); err != nil {
 		rollback(w)
 		return nil, nil, nil, nil, nil, fmt.Errorf("apply entry %d: %w", msgs[0].Seq, err)
 	}
-	outcomes = make([][]api.Result, len(msgs))
+	outcomes = make([][]delivery, len(msgs))
 	costs = make([]Budget, len(msgs))
 	digests = make([]Digest, len(msgs))
 	prev := db.dstate.Digest // under applyMu: only the apply writes it
@@ -232,35 +244,27 @@ func (db *DB) tryBatch(msgs []Msg, entries []*Entry, forced map[forcedKey]forced
 			digests[i] = prev
 			continue
 		}
-		r := &entryRun{e: e, mi: i, forced: forced, budget: e.Budget.orBase(),
-			collect: e.Node == db.node && db.node != "" && db.hasWaiter(e.Token), counted: counted(msgs[i].Data),
-			enc: db.denc[:0], ends: db.dends[:0], reads: db.dreads[:0]}
-		res, lost, err := db.applyEntry(r)
-		if err == nil && lost == nil {
-			err = db.countEntry(r)
-		}
+		res, changes, cost, err := db.applyRequests(msgs[i], i, e, prev, forced)
 		if cerr := db.actx.Err(); cerr != nil {
 			// Interrupted by the caller: whatever the statements reported
 			// is not their outcome. Undo the batch; it is applied again
 			// later.
-			err, lost = cerr, nil
+			err = cerr
 		}
-		if err != nil || lost != nil {
+		if err != nil {
 			rollback(w)
-			if err != nil {
-				err = fmt.Errorf("apply entry %d: %w", msgs[i].Seq, err)
+			var lost *txLost
+			if errors.As(err, &lost) {
+				return nil, nil, nil, nil, lost, nil
 			}
-			return nil, nil, nil, nil, lost, err
+			return nil, nil, nil, nil, nil, fmt.Errorf("apply entry %d: %w", msgs[i].Seq, err)
 		}
-		costs[i] = r.spent
-		prev = db.dig.entry(prev, msgs[i].Seq, len(r.ends), r.enc, res, r.reads)
+		costs[i] = cost
+		prev = db.dig.sum()
 		digests[i] = prev
-		db.denc, db.dends, db.dreads = r.enc, r.ends, r.reads // reused by the next entry
-		if r.collect {
-			outcomes[i] = res
-		}
-		if r.counted && len(r.changes) > 0 {
-			changed = append(changed, EntryChanges{Seq: msgs[i].Seq, Time: e.Time, Node: e.Node, Changes: r.changes})
+		outcomes[i] = res
+		if counted(msgs[i].Data) && len(changes) > 0 {
+			changed = append(changed, EntryChanges{Seq: msgs[i].Seq, Time: e.Time, Node: e.Node, Changes: changes})
 		}
 	}
 	last := msgs[len(msgs)-1].Seq
@@ -313,10 +317,91 @@ func (db *DB) commitChanges(changed []EntryChanges) (*ChangeCounts, error) {
 	return delta, nil
 }
 
-// entryRun is the state of one entry being applied.
+// applyRequests applies the requests of entry e (message m, index mi in
+// the batch) inside the batch transaction, each as if it were an entry of
+// its own: connection state reset, its own savepoint (Tx), budget and
+// forced statements; in format version 4, a request whose id is recorded
+// is skipped as a duplicate, and the others' ids are recorded. It returns
+// the outcomes for the requests waiting here, the entry's row changes (in
+// request order), what its requests spent of their budgets, and leaves
+// the entry's digest in db.dig (sum). A *txLost error: a statement undid
+// the batch's transaction.
+func (db *DB) applyRequests(m Msg, mi int, e *Entry, prev Digest, forced map[forcedKey]forcedStmt) ([]delivery, []Change, Budget, error) {
+	v4 := len(m.Data) >= 3 && m.Data[2] >= 4
+	if v4 {
+		if err := db.pruneRequests(e.Time); err != nil {
+			return nil, nil, Budget{}, err
+		}
+	}
+	db.dig.begin(prev, m.Seq)
+	var one [1]Request
+	reqs := one[:]
+	if len(e.More) == 0 {
+		one[0] = Request{Token: e.Token, ID: e.ID, Seed: e.Seed, Tx: e.Tx, Statements: e.Statements}
+	} else {
+		reqs = e.Requests()
+	}
+	var (
+		out     []delivery
+		changes []Change
+		spent   Budget
+	)
+	for k := range reqs {
+		rq := &reqs[k]
+		collect := e.Node == db.node && db.node != "" && db.hasWaiter(rq.Token)
+		if v4 && rq.ID != "" {
+			seq, dup, err := db.requestSeq(rq.ID)
+			if err != nil {
+				return nil, nil, Budget{}, err
+			}
+			if dup {
+				db.dig.request(0, nil, nil, nil)
+				if collect {
+					out = append(out, delivery{rq.Token, Outcome{Seq: seq, Results: []api.Result{}, Duplicate: true}})
+				}
+				continue
+			}
+		}
+		r := &entryRun{e: e, rq: rq, mi: mi, ri: k, forced: forced, budget: e.Budget.orBase(),
+			collect: collect, counted: counted(m.Data),
+			enc: db.denc[:0], ends: db.dends[:0], reads: db.dreads[:0]}
+		res, lost, err := db.applyEntry(r)
+		if err == nil && lost != nil {
+			err = lost
+		}
+		if err != nil {
+			return nil, nil, Budget{}, err
+		}
+		db.dig.request(len(r.ends), r.enc, res, r.reads)
+		db.denc, db.dends, db.dreads = r.enc, r.ends, r.reads // reused by the next request
+		spent.Steps += r.spent.Steps
+		spent.Bytes += r.spent.Bytes
+		if len(reqs) == 1 {
+			changes = r.changes
+		} else {
+			changes = append(changes, r.changes...)
+		}
+		if v4 && rq.ID != "" {
+			if err := db.recordRequest(rq.ID, m.Seq, e.Time+2*e.Keep); err != nil {
+				return nil, nil, Budget{}, err
+			}
+		}
+		if collect {
+			out = append(out, delivery{rq.Token, Outcome{Seq: m.Seq, Results: res}})
+		}
+	}
+	if err := db.countEntry(counted(m.Data), changes); err != nil {
+		return nil, nil, Budget{}, err
+	}
+	return out, changes, spent, nil
+}
+
+// entryRun is the state of one request of an entry being applied.
 type entryRun struct {
 	e       *Entry
-	mi      int // the entry's index in the batch
+	rq      *Request // the request (see Entry.Requests)
+	mi      int      // the entry's index in the batch
+	ri      int      // the request's index in the entry
 	collect bool
 	counted bool // format version 3 or later: its changes count (ChangeCounts)
 	forced  map[forcedKey]forcedStmt
@@ -399,13 +484,14 @@ func rollback(w *conn) {
 // quoteIdent quotes a SQL identifier.
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
-// applyEntry runs one entry's statements inside the batch transaction.
-// Statements that succeed stay applied, statements that fail are undone by
-// SQLite's statement journal; with Tx, the first failure undoes the entry.
-// User BEGIN/COMMIT/ROLLBACK become savepoints, and a transaction or
-// savepoint the entry leaves open is rolled back at its end.
+// applyEntry runs one request's statements (r.rq, one request of r.e)
+// inside the batch transaction. Statements that succeed stay applied,
+// statements that fail are undone by SQLite's statement journal; with Tx,
+// the first failure undoes the request. User BEGIN/COMMIT/ROLLBACK become
+// savepoints, and a transaction or savepoint the request leaves open is
+// rolled back at its end.
 func (db *DB) applyEntry(r *entryRun) ([]api.Result, *txLost, error) {
-	w, e := db.w, r.e
+	w, e := db.w, r.rq
 	// Connection state that must not leak between entries: after a restart
 	// last_insert_rowid() and changes() start at 0, so they do for every entry.
 	if err := db.resetEntry(); err != nil {
@@ -419,7 +505,7 @@ func (db *DB) applyEntry(r *entryRun) ([]api.Result, *txLost, error) {
 	results := make([]api.Result, len(e.Statements))
 	failed := false
 	for j := range e.Statements {
-		db.beginStatement(e, j)
+		db.beginStatement(r.e.Time, e.Seed, j)
 		res := &results[j]
 		r.readFailed, r.isRead = false, false
 		lost, err := db.applyStatement(r, j, res)
@@ -465,7 +551,7 @@ var errNoTx = errors.New("no transaction is active")
 
 func (db *DB) applyStatement(r *entryRun, j int, res *api.Result) (*txLost, error) {
 	w := db.w
-	key := forcedKey{r.mi, j}
+	key := forcedKey{r.mi, r.ri, j}
 	if f, ok := r.forced[key]; ok {
 		res.Error = f.msg
 		// A read that undid the transaction ran on this node alone: as any
@@ -482,7 +568,7 @@ func (db *DB) applyStatement(r *entryRun, j int, res *api.Result) (*txLost, erro
 		return nil, nil
 	}
 	stack := &r.stack
-	st := &r.e.Statements[j]
+	st := &r.rq.Statements[j]
 	cs, err := w.prepare(st.SQL)
 	if errors.Is(err, ErrLocal) {
 		return nil, err

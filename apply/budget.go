@@ -9,7 +9,8 @@ import (
 	lib "modernc.org/sqlite/lib"
 )
 
-// Budget bounds the work of applying one entry, counted the same way on
+// Budget bounds the work of applying one request of an entry (each
+// request of a coalesced entry has the whole budget), counted the same way on
 // every node: SQLite virtual-machine steps (sqlite3_progress_handler and
 // SQLITE_STMTSTATUS_VM_STEP), and bytes of rows written. It travels in the
 // entry (set by the node that accepted the request), so nodes with other

@@ -329,11 +329,25 @@ func TestBudget_Reads(t *testing.T) {
 func TestEntry_Versions(t *testing.T) {
 	e := &Entry{Node: "n1", Token: "t", Time: 5, Seed: 6, Budget: Budget{Steps: 123, Bytes: 456}, SQLite: "3.49.2",
 		Statements: stmts("INSERT INTO t VALUES(1)")}
-	v3 := e.Encode()
-	if v3[2] != 3 {
-		t.Fatalf("Encode writes version %d, want 3", v3[2])
+	v4 := e.Encode()
+	if v4[2] != 4 {
+		t.Fatalf("Encode writes version %d, want 4", v4[2])
 	}
-	got, err := DecodeEntry(v3)
+	got, err := DecodeEntry(v4)
+	if err != nil || !reflect.DeepEqual(got, e) {
+		t.Fatalf("v4: %v\n got  %+v\n want %+v", err, got, e)
+	}
+	// Version 4 with an id, a keep and further requests.
+	e4 := *e
+	e4.ID, e4.Keep = "id1", 120000
+	e4.More = []Request{{Token: "t2", ID: "id2", Seed: 7, Tx: true, Statements: stmts("INSERT INTO t VALUES(2)", "INSERT INTO t VALUES(3)")},
+		{Token: "t3", Seed: -8, Statements: stmts("SELECT 1")}}
+	got, err = DecodeEntry(e4.Encode())
+	if err != nil || !reflect.DeepEqual(got, &e4) {
+		t.Fatalf("v4 coalesced: %v\n got  %+v\n want %+v", err, got, &e4)
+	}
+	// Version 3: version 2's layout, no id, keep or further requests.
+	got, err = DecodeEntry(e.encode(3))
 	if err != nil || !reflect.DeepEqual(got, e) {
 		t.Fatalf("v3: %v\n got  %+v\n want %+v", err, got, e)
 	}
@@ -361,7 +375,9 @@ func TestEntry_Versions(t *testing.T) {
 		data []byte
 		want error
 	}{
-		{"newer version", append([]byte("nq\x04"), v3[3:]...), ErrUnknownVersion},
+		{"newer version", append([]byte("nq\x05"), v4[3:]...), ErrUnknownVersion},
+		{"v4 load with further requests", (&Entry{Load: &Load{Bucket: "b", Object: "o"}, More: []Request{{Statements: stmts("SELECT 1")}}}).Encode(), ErrInvalidEntry},
+		{"v4 further request without statements", (&Entry{Statements: stmts("SELECT 1"), More: []Request{{Token: "x"}}}).Encode(), ErrInvalidEntry},
 		{"version 255", []byte("nq\xff"), ErrUnknownVersion},
 		{"version 0", append([]byte("nq\x00"), v2[3:]...), ErrInvalidEntry},
 		{"no budget steps", (&Entry{Budget: Budget{Steps: MaxSteps + 1}, Statements: stmts("SELECT 1")}).Encode(), ErrInvalidEntry},

@@ -218,8 +218,8 @@ func utoa(n uint64) string { return strconv.FormatUint(n, 10) }
 
 // countEntry adds what the entry changed to the stored counts, tables in
 // the order the entry first changed them.
-func (db *DB) countEntry(r *entryRun) error {
-	if !r.counted || len(r.changes) == 0 {
+func (db *DB) countEntry(counted bool, changes []Change) error {
+	if !counted || len(changes) == 0 {
 		return nil
 	}
 	if !db.countsExist {
@@ -230,8 +230,8 @@ func (db *DB) countEntry(r *entryRun) error {
 	}
 	var order []string
 	n := map[string]int64{}
-	for i := range r.changes {
-		t := r.changes[i].Table
+	for i := range changes {
+		t := changes[i].Table
 		if n[t] == 0 {
 			order = append(order, t)
 		}

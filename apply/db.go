@@ -87,6 +87,9 @@ type DB struct {
 	counts   ChangeCounts // committed change counts (replicated state, see ChangeCounts)
 	// countsExist: the database holds the counts table (under applyMu).
 	countsExist bool
+	// requestsExist: the database holds the request ids table
+	// (_nqlite_requests; under applyMu).
+	requestsExist bool
 
 	foreign atomic.Uint64   // entries applied that another SQLite version accepted
 	logged  map[string]bool // SQLite versions of foreign entries already logged (under applyMu)
@@ -124,9 +127,15 @@ type DB struct {
 
 // Outcome is the result of applying one entry, delivered to the request
 // that published it.
+//
+// A request of a format version 4 entry whose idempotency key is recorded
+// in the database (an earlier request with that key was applied, within
+// the entry's Keep) is not run: its Outcome has Duplicate set, Seq the
+// sequence of the entry that applied the earlier request, and no Results.
 type Outcome struct {
-	Seq     uint64
-	Results []api.Result
+	Seq       uint64
+	Results   []api.Result
+	Duplicate bool
 }
 
 // ErrClosed is returned by operations on a closed DB.
@@ -205,6 +214,9 @@ func (db *DB) open() error {
 	}
 	db.setCounts(counts)
 	db.countsExist = exists
+	if db.requestsExist, err = tableExists(db.w, requestsTable); err != nil {
+		return err
+	}
 	if db.helper, err = openConn(":memory:", sqlite.OpenReadWrite|sqlite.OpenMemory|sqlite.OpenNoMutex); err != nil {
 		return err
 	}

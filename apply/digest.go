@@ -187,18 +187,33 @@ func (g *digester) step(prev Digest, seq uint64, kind byte, parts ...[]byte) Dig
 // cheaper than a hash.Hash's Writes and Sum for the 100 to 200 bytes of a
 // small entry.
 func (g *digester) entry(prev Digest, seq uint64, n int, enc []byte, results []api.Result, read []bool) Digest {
+	g.begin(prev, seq)
+	g.request(n, enc, results, read)
+	return g.sum()
+}
+
+// begin starts the digest of entry seq; request adds each of its
+// requests' part (one for an entry of one request), sum returns it.
+func (g *digester) begin(prev Digest, seq uint64) {
 	o := append(g.out[:0], prev[:]...)
 	o = binary.BigEndian.AppendUint64(o, seq)
-	o = append(o, digestEntry)
-	o = binary.BigEndian.AppendUint32(o, uint32(n))
+	g.out = append(o, digestEntry)
+}
+
+// request appends one request's part of an entry's digest: n changes
+// (enc), then the results. A request skipped as a duplicate is n = 0 and
+// no results (a request that ran reports at least one).
+func (g *digester) request(n int, enc []byte, results []api.Result, read []bool) {
+	o := binary.BigEndian.AppendUint32(g.out, uint32(n))
 	o = append(o, enc...)
 	o = binary.BigEndian.AppendUint32(o, uint32(len(results)))
 	for j := range results {
 		o = appendOutcome(o, &results[j], j < len(read) && read[j])
 	}
 	g.out = o
-	return sha256.Sum256(o)
 }
+
+func (g *digester) sum() Digest { return sha256.Sum256(g.out) }
 
 // appendOutcome appends a statement's outcome: 'R' for a read (its rows
 // and errors exist only on the node that answers the request), else 'S',

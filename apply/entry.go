@@ -33,9 +33,48 @@ type Entry struct {
 	// Tx makes all statements commit or none.
 	Tx         bool
 	Statements []api.Statement
+	// ID is the idempotency key of the entry's first request ("" for
+	// none). In format version 4 every node records the ids of the
+	// requests it applies (table _nqlite_requests, with the entry's
+	// sequence) and skips a request whose id is recorded, reporting it as
+	// a duplicate of that sequence (Outcome.Duplicate).
+	ID string
+	// Keep is how long, in milliseconds of entry Time, the ids of the
+	// entry's requests stay recorded (format version 4): the accepting
+	// node's stream duplicate window. A record expires at Time + 2*Keep
+	// (the second window absorbs clock skew between accepting nodes) and
+	// is deleted by the first entry applied with a later Time.
+	Keep int64
+	// More are the requests after the first one (Token, Seed, ID, Tx,
+	// Statements above) in a coalesced entry (format version 4): the
+	// write requests that arrived at the accepting node while its previous
+	// entry was being published. Each is applied as if it were an entry of
+	// its own at this entry's sequence and Time: its own savepoint, budget,
+	// results, outcome and idempotency key.
+	More []Request
 	// Load, when set, replaces the whole database with an object from the
 	// Object Store (nqctl restore); the entry then has no statements.
 	Load *Load
+}
+
+// Request is one write request of a coalesced entry (Entry.More).
+type Request struct {
+	Token      string // the accepting node's handle for the waiting request
+	ID         string // idempotency key, "" for none
+	Seed       int64  // seeds random() and randomblob() for its statements
+	Tx         bool   // all its statements commit or none
+	Statements []api.Statement
+}
+
+// Requests returns the entry's requests: the first (the entry's own
+// Token, ID, Seed, Tx and Statements), then More. A load entry has none.
+func (e *Entry) Requests() []Request {
+	if e.Load != nil {
+		return nil
+	}
+	rs := make([]Request, 0, 1+len(e.More))
+	rs = append(rs, Request{Token: e.Token, ID: e.ID, Seed: e.Seed, Tx: e.Tx, Statements: e.Statements})
+	return append(rs, e.More...)
 }
 
 // Load names an object every node loads as the database's new content,
@@ -54,12 +93,16 @@ type Load struct {
 // The entry encoding is binary, compact and fast to decode (every node
 // decodes every entry, and catch-up is bound by it):
 //
-//	"nq" version:byte (1, 2 or 3)
+//	"nq" version:byte (1 to 4)
 //	node:str token:str time:varint seed:varint
-//	[version 2, 3: steps:uvarint bytes:uvarint sqlite:str]
+//	[version 2 and later: steps:uvarint bytes:uvarint sqlite:str]
 //	flags:byte (bit 0: tx, bit 1: load)
 //	[load: bucket:str object:str digest:str kind:byte (0 SQLite, 1 SQL)]
-//	count:uvarint, then per statement:
+//	[version 4: id:str keep:uvarint]
+//	statements
+//	[version 4: more:uvarint, then per further request (none for a load):
+//	  token:str id:str seed:varint flags:byte (bit 0: tx) statements]
+//	statements: count:uvarint, then per statement:
 //	  sql:str kind:byte (0 none, 1 positional, 2 named) n:uvarint
 //	  n × value (positional) or n × (name:str value) (named)
 //	value: tag:byte then 0 NULL | 1 INTEGER varint | 2 REAL 8 bytes
@@ -72,7 +115,11 @@ type Load struct {
 // BaseBytes) and no SQLite version. Version 3 has version 2's layout; the
 // row changes of its entries count toward the database's ChangeCounts,
 // which the nodes that read version 2 at most do not keep, so a node that
-// does not count must not apply such an entry. Encode writes version 3.
+// does not count must not apply such an entry. Version 4 adds the first
+// request's idempotency key, the time the keys are kept, and further
+// requests (a coalesced entry); its nodes record the requests' keys in
+// the database, which nodes reading version 3 at most do not, so they
+// must not apply it. Encode writes version 4.
 //
 // Decoding is strict: every byte is accounted for, strings are valid UTF-8
 // (BLOBs excepted), so a message that is not an entry is recognised and
@@ -82,7 +129,7 @@ type Load struct {
 const (
 	entryMagic0  = 'n'
 	entryMagic1  = 'q'
-	EntryVersion = 3 // the entry format this code writes, and the newest it reads
+	EntryVersion = 4 // the entry format this code writes, and the newest it reads
 )
 
 const (
@@ -97,11 +144,12 @@ const (
 // EntryVersion.
 func (e *Entry) Encode() []byte { return e.encode(EntryVersion) }
 
-// encode writes format version v (1, 2 or 3; tests write older ones).
+// encode writes format version v (1 to 4; tests write older ones, which
+// have no ID, Keep or More).
 func (e *Entry) encode(v byte) []byte {
-	n := 48 + len(e.Node) + len(e.Token) + len(e.SQLite)
-	for _, st := range e.Statements {
-		n += len(st.SQL) + 12 + 12*(len(st.Params)+len(st.Named))
+	n := 64 + len(e.Node) + len(e.Token) + len(e.SQLite) + len(e.ID) + statementsLen(e.Statements)
+	for i := range e.More {
+		n += 24 + len(e.More[i].Token) + len(e.More[i].ID) + statementsLen(e.More[i].Statements)
 	}
 	b := make([]byte, 0, n)
 	b = append(b, entryMagic0, entryMagic1, v)
@@ -133,8 +181,40 @@ func (e *Entry) encode(v byte) []byte {
 			b = append(b, 0)
 		}
 	}
-	b = binary.AppendUvarint(b, uint64(len(e.Statements)))
-	for _, st := range e.Statements {
+	if v >= 4 {
+		b = appendStr(b, e.ID)
+		b = binary.AppendUvarint(b, uint64(max(e.Keep, 0)))
+	}
+	b = appendStatements(b, e.Statements)
+	if v >= 4 {
+		b = binary.AppendUvarint(b, uint64(len(e.More)))
+		for i := range e.More {
+			r := &e.More[i]
+			b = appendStr(b, r.Token)
+			b = appendStr(b, r.ID)
+			b = binary.AppendVarint(b, r.Seed)
+			if r.Tx {
+				b = append(b, 1)
+			} else {
+				b = append(b, 0)
+			}
+			b = appendStatements(b, r.Statements)
+		}
+	}
+	return b
+}
+
+func statementsLen(sts []api.Statement) int {
+	n := 0
+	for _, st := range sts {
+		n += len(st.SQL) + 12 + 12*(len(st.Params)+len(st.Named))
+	}
+	return n
+}
+
+func appendStatements(b []byte, sts []api.Statement) []byte {
+	b = binary.AppendUvarint(b, uint64(len(sts)))
+	for _, st := range sts {
 		b = appendStr(b, st.SQL)
 		switch {
 		case st.Named != nil:
@@ -268,22 +348,61 @@ func DecodeEntry(data []byte) (*Entry, error) {
 			d.fail("unknown load kind %d", k)
 		}
 	}
+	if version >= 4 {
+		e.ID = d.str(true)
+		if k := d.uvarint(); k > math.MaxInt64 && d.err == nil {
+			d.fail("keep %d ms", k)
+		} else {
+			e.Keep = int64(k)
+		}
+	}
+	e.Statements = d.statements(e.Load == nil, "")
+	if version >= 4 && d.err == nil {
+		m := d.count()
+		if m > 0 && e.Load != nil {
+			d.fail("a load entry with %d further requests", m)
+		}
+		for k := 0; k < m && d.err == nil; k++ {
+			r := Request{Token: d.str(true), ID: d.str(true), Seed: d.varint()}
+			switch f := d.byte(); f {
+			case 0:
+			case 1:
+				r.Tx = true
+			default:
+				d.fail("request %d: unknown flags %#x", k+2, f)
+			}
+			r.Statements = d.statements(true, fmt.Sprintf("request %d: ", k+2))
+			e.More = append(e.More, r)
+		}
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("%d bytes after the last statement", len(d.b))
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return e, nil
+}
+
+// statements decodes a list of statements (at least one if need).
+func (d *decoder) statements(need bool, where string) []api.Statement {
 	n := d.count()
-	if n == 0 && e.Load == nil && d.err == nil {
-		d.fail("no statements")
+	if n == 0 && need && d.err == nil {
+		d.fail("%sno statements", where)
 	}
-	if d.err == nil {
-		e.Statements = make([]api.Statement, n)
+	if d.err != nil {
+		return nil
 	}
+	sts := make([]api.Statement, n)
 	for i := 0; i < n && d.err == nil; i++ {
-		st := &e.Statements[i]
+		st := &sts[i]
 		st.SQL = d.str(true)
 		kind := d.byte()
 		m := d.count()
 		switch kind {
 		case 0:
 			if m != 0 {
-				d.fail("statement %d: %d values without a parameter kind", i+1, m)
+				d.fail("%sstatement %d: %d values without a parameter kind", where, i+1, m)
 			}
 		case 1:
 			st.Params = make([]any, 0, m)
@@ -297,16 +416,10 @@ func DecodeEntry(data []byte) (*Entry, error) {
 				st.Named[k] = d.value()
 			}
 		default:
-			d.fail("statement %d: unknown parameter kind %d", i+1, kind)
+			d.fail("%sstatement %d: unknown parameter kind %d", where, i+1, kind)
 		}
 	}
-	if d.err == nil && len(d.b) != 0 {
-		d.fail("%d bytes after the last statement", len(d.b))
-	}
-	if d.err != nil {
-		return nil, d.err
-	}
-	return e, nil
+	return sts
 }
 
 type decoder struct {

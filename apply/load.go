@@ -315,6 +315,9 @@ INSERT OR REPLACE INTO _nqlite_meta(key, value) VALUES('applied_seq', ` + fmt.Sp
 	} else {
 		script += "\nDROP TABLE IF EXISTS " + digestTable + ";"
 	}
+	// Request ids are the stream's, not the file's: a loaded file starts
+	// without them (one brought by the file is another database's).
+	script += "\nDROP TABLE IF EXISTS " + requestsTable + ";"
 	err = sqlitex.ExecuteScript(c, script, nil)
 	if err != nil {
 		return fmt.Errorf("%w: cannot record the applied sequence in the database: %v", ErrLoadInvalid, err)

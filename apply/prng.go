@@ -75,8 +75,8 @@ func openConn(path string, flags sqlite.OpenFlags) (*sqlite.Conn, error) {
 // seeded for this statement alone, with prngMu held until endStatement.
 // Seeding per statement keeps the values independent of whether earlier
 // statements ran or drew (a failed statement, a cached prepare).
-func (db *DB) beginStatement(e *Entry, j int) {
-	db.clock.reset(e.Time, e.Seed, j)
+func (db *DB) beginStatement(time, seed int64, j int) {
+	db.clock.reset(time, seed, j)
 	w := db.w
 	w.lockPRNG()
 	w.lastUser = nil

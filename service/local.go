@@ -23,7 +23,8 @@ var ErrNoDatabase = errors.New("this node does not serve the database")
 // request or its response and without JSON. The same code runs it
 // (handle and Do share run): the database's state, read consistency
 // (Level, AfterSeq), classification by SQLite, a read on this node's read
-// pool, or a write published to the stream as one entry and answered
+// pool, or a write published to the stream (its own entry, or coalesced
+// with others: see write.go) and answered
 // once this node has applied it (so a later read through this node sees
 // it), idempotency keys and queued writes alike. Only a write touches
 // NATS (JetStream), and a strong read (the stream's last sequence).

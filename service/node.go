@@ -162,6 +162,8 @@ type database struct {
 	failure    atomic.Value // string: why applying fails (state failing)
 	refreshing atomic.Bool  // a background stream-state refresh runs
 	streamErr  atomic.Value // string: the last refresh's error, "" if none
+
+	writes writer // coalesces the write requests (write.go)
 }
 
 func (d *database) getState() state { return state(d.state.Load()) }

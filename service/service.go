@@ -6,8 +6,9 @@
 // It reaches SQLite only through package apply and JetStream's entry stream
 // only through package service/stream. The files follow a request:
 // dispatch.go (micro endpoints, workers, replies), query.go (decoding,
-// read consistency, classification, local reads), write.go (one entry per
-// writing request: append, wait for this node's apply); node.go is the
+// read consistency, classification, local reads), write.go (a writing
+// request's entry, its own or coalesced with the requests arriving while
+// one is published: append, wait for this node's apply); node.go is the
 // node's life cycle and follow.go the apply loop that follows the stream.
 // See DESIGN.md beside this file for the trade-offs.
 package service

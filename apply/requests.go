@@ -1,0 +1,90 @@
+package apply
+
+import "fmt"
+
+// Request ids (format version 4). A coalesced entry carries several
+// requests, so the stream's Nats-Msg-Id deduplication (one key per
+// message) no longer covers a retried request: every node records the id
+// of each request it applies, in the batch's transaction, with the
+// sequence of its entry, and skips a later request with a recorded id
+// (Outcome.Duplicate). Records expire at entry Time + 2*Keep and are
+// deleted by the first version 4 entry applied with a later Time: the
+// time is the entry's, never a node's clock, so every node holds the same
+// rows at every sequence. The table is created by the first entry with a
+// request id, at the same sequence on every node; a load's new file starts
+// without it (prepareFile drops one a file brought).
+const (
+	requestsTable = "_nqlite_requests"
+	requestsDDL   = "CREATE TABLE IF NOT EXISTS " + requestsTable + "(id TEXT PRIMARY KEY, seq INTEGER NOT NULL, expires INTEGER NOT NULL) WITHOUT ROWID"
+	requestsIndex = "CREATE INDEX IF NOT EXISTS " + requestsTable + "_expires ON " + requestsTable + "(expires)"
+)
+
+// tableExists reports whether the database of c holds table name.
+func tableExists(c *conn, name string) (bool, error) {
+	cs, err := c.prepare("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?")
+	if err != nil {
+		return false, err
+	}
+	defer cs.release()
+	cs.stmt.BindText(1, name)
+	row, err := cs.stmt.Step()
+	if err != nil {
+		return false, err
+	}
+	n := row && cs.stmt.ColumnInt64(0) > 0
+	cs.stmt.Reset()
+	return n, nil
+}
+
+// pruneRequests deletes the request records expired at entry time t.
+func (db *DB) pruneRequests(t int64) error {
+	if !db.requestsExist {
+		return nil
+	}
+	if err := db.w.exec("DELETE FROM "+requestsTable+" WHERE expires < ?", t); err != nil {
+		return fmt.Errorf("prune request ids: %w", err)
+	}
+	return nil
+}
+
+// requestSeq returns the sequence recorded for request id, if any.
+func (db *DB) requestSeq(id string) (uint64, bool, error) {
+	if !db.requestsExist {
+		return 0, false, nil
+	}
+	w := db.w
+	w.rec.internal = true
+	defer func() { w.rec.internal = false }()
+	cs, err := w.prepare("SELECT seq FROM " + requestsTable + " WHERE id = ?")
+	if err != nil {
+		return 0, false, fmt.Errorf("look up request id: %w", err)
+	}
+	defer cs.release()
+	cs.stmt.BindText(1, id)
+	row, err := cs.stmt.Step()
+	if err != nil {
+		return 0, false, fmt.Errorf("look up request id: %w", err)
+	}
+	if !row {
+		return 0, false, nil
+	}
+	seq := uint64(cs.stmt.ColumnInt64(0))
+	cs.stmt.Reset()
+	return seq, true, nil
+}
+
+// recordRequest records request id as applied at seq, until expires.
+func (db *DB) recordRequest(id string, seq uint64, expires int64) error {
+	if !db.requestsExist {
+		for _, q := range []string{requestsDDL, requestsIndex} {
+			if err := db.w.exec(q); err != nil {
+				return fmt.Errorf("create the request ids table: %w", err)
+			}
+		}
+		db.requestsExist = true
+	}
+	if err := db.w.exec("INSERT INTO "+requestsTable+"(id, seq, expires) VALUES(?, ?, ?)", id, int64(seq), expires); err != nil {
+		return fmt.Errorf("record request id: %w", err)
+	}
+	return nil
+}
