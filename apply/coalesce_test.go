@@ -120,3 +120,27 @@ func TestDB_Coalesced(t *testing.T) {
 	b.Close()
 	sameFiles(t, filepath.Join(dirA, "db.sqlite"), filepath.Join(dirB, "db.sqlite"))
 }
+
+// TestDB_RequestSeq: the sequence recorded for a request id is the one of
+// the entry that applied it (a request in a coalesced entry included), and
+// an id never applied has none.
+func TestDB_RequestSeq(t *testing.T) {
+	db := openDB(t, filepath.Join(t.TempDir(), "db.sqlite"))
+	ctx := context.Background()
+	if _, ok, err := db.RequestSeq(ctx, "ka"); err != nil || ok {
+		t.Fatalf("before any entry: ok %v, err %v", ok, err)
+	}
+	if err := db.ApplyBatch(ctx, coalescedMsgs()[:2]); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		id   string
+		seq  uint64
+		want bool
+	}{{"ka", 2, true}, {"kb", 2, true}, {"kz", 0, false}} {
+		seq, ok, err := db.RequestSeq(ctx, c.id)
+		if err != nil || ok != c.want || seq != c.seq {
+			t.Errorf("RequestSeq(%q) = %d, %v, %v; want %d, %v", c.id, seq, ok, err, c.seq, c.want)
+		}
+	}
+}

@@ -1,6 +1,9 @@
 package apply
 
-import "fmt"
+import (
+	"context"
+	"fmt"
+)
 
 // Request ids (format version 4). A coalesced entry carries several
 // requests, so the stream's Nats-Msg-Id deduplication (one key per
@@ -87,4 +90,43 @@ func (db *DB) recordRequest(id string, seq uint64, expires int64) error {
 		return fmt.Errorf("record request id: %w", err)
 	}
 	return nil
+}
+
+// RequestSeq returns the sequence of the entry that applied the request
+// with idempotency key id, from the records format 4 entries keep
+// (_nqlite_requests), as of the sequence this node has applied: ok is
+// false when no record is held (the request was not applied up to there,
+// or its record expired). It reads on a read connection (ctx bounds the
+// wait for one).
+//
+// The service needs it because JetStream's own duplicate answer is not
+// always right about the original's sequence: a clustered stream answers
+// a duplicate of a message still being proposed with the sequence it
+// expects the message to get (nats-server's stream.go: "replace our
+// estimate from the cluster layer"), which a leader change can make wrong.
+func (db *DB) RequestSeq(ctx context.Context, id string) (seq uint64, ok bool, err error) {
+	c, pool, err := db.takeReader(ctx)
+	if err != nil {
+		return 0, false, err
+	}
+	defer func() { pool <- c }()
+	exists, err := tableExists(c, requestsTable)
+	if err != nil || !exists {
+		return 0, false, err
+	}
+	cs, err := c.prepare("SELECT seq FROM " + requestsTable + " WHERE id = ?")
+	if err != nil {
+		return 0, false, fmt.Errorf("look up request id: %w", err)
+	}
+	defer cs.release()
+	cs.stmt.BindText(1, id)
+	row, err := cs.stmt.Step()
+	if err != nil {
+		return 0, false, fmt.Errorf("look up request id: %w", err)
+	}
+	if row {
+		seq, ok = uint64(cs.stmt.ColumnInt64(0)), true
+	}
+	cs.stmt.Reset()
+	return seq, ok, nil
 }

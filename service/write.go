@@ -244,7 +244,7 @@ func (n *Node) answer(ctx context.Context, d *database, req *api.Request, outcom
 		return nil, api.NewError(api.KindUnknown, "JetStream did not acknowledge the write (%v); it may or may not be stored: retry with the same id to be safe", err)
 	}
 	if ack.Duplicate {
-		return duplicate(ctx, d, req, ack.Seq)
+		return n.streamDuplicate(ctx, d, req, ack.Seq)
 	}
 	if req.Queue {
 		return &api.Response{Results: []api.Result{}, Seq: ack.Seq, Queued: true, Format: req.Format}, nil
@@ -275,6 +275,46 @@ func duplicate(ctx context.Context, d *database, req *api.Request, seq uint64) (
 		return nil, stored(seq, "duplicate of entry %d, which is stored and will be applied, but this node has not applied it within timeout_ms %d: read with after_seq %d to see it", seq, req.TimeoutMS, seq)
 	}
 	return &api.Response{Results: []api.Result{}, Seq: seq, Duplicate: true, Format: req.Format}, nil
+}
+
+// streamDuplicate answers a write JetStream reported as a duplicate of
+// the message with the same Nats-Msg-Id at estimate. That sequence is
+// only JetStream's estimate while the original is still being proposed in
+// a clustered stream (it can be another message's after a leader change),
+// so the answer's seq is the one this node recorded when it applied the
+// original request (apply.DB.RequestSeq), looked up once the node applied
+// estimate and, if the record is not there yet, once it applied a barrier
+// appended now (after the original, which JetStream has seen). Without a
+// record even then (an original of a format before request ids), the
+// estimate is the answer.
+func (n *Node) streamDuplicate(ctx context.Context, d *database, req *api.Request, estimate uint64) (*api.Response, error) {
+	if err := d.db.WaitApplied(ctx, estimate); err != nil {
+		return nil, stored(estimate, "duplicate of entry %d, which is stored and will be applied, but this node has not applied it within timeout_ms %d: read with after_seq %d to see it", estimate, req.TimeoutMS, estimate)
+	}
+	for try := 0; try < 2; try++ {
+		seq, ok, err := d.db.RequestSeq(ctx, req.ID)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return duplicate(ctx, d, req, seq)
+		}
+		if try == 1 {
+			break
+		}
+		str := d.stream()
+		if str == nil {
+			break
+		}
+		b, err := str.Barrier(ctx)
+		if err != nil || d.db.WaitApplied(ctx, b) != nil {
+			break
+		}
+	}
+	// No record: the original is an entry of a format before request ids
+	// (written before an upgrade, within the duplicate window), for which
+	// JetStream's answer is all there is.
+	return duplicate(ctx, d, req, estimate)
 }
 
 // stored is the error of a write stored as entry seq that this node did
