@@ -447,6 +447,9 @@ func TestChanges_Lost(t *testing.T) {
 	writeRows(t, c, 200, 210)
 	last = streamLastSeq(t, nc, "main")
 	servicetest.WaitFor(t, 10*time.Second, "n2 to apply", func() bool { return n2.DB("main").Applied() >= last })
+	// n1 counts the changes below: it may answer a write before it applied
+	// the last one another node accepted.
+	servicetest.WaitFor(t, 10*time.Second, "n1 to apply", func() bool { return n1.DB("main").Applied() >= last })
 	total := n1.DB("main").ChangeCounts().Count(nil)
 	if total != 210 {
 		t.Fatalf("%d changes counted, want 210", total)
