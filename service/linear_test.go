@@ -83,6 +83,7 @@ type linOp struct {
 	seq      uint64 // write: its stream sequence (0: unknown); read: the response's seq
 	afterSeq uint64 // linAfter: the sequence of the worker's write it must see
 	node     string // the node that answered
+	dup      bool   // write: answered as a duplicate (the original may be another node's entry)
 	call     int64  // ns since the run began
 	ret      int64  // ns since the run began; math.MaxInt64: outcome unknown
 	tries    int    // write: requests sent
@@ -304,7 +305,7 @@ func (r *linRun) write(tb testing.TB, w, cid int, c *client.Client, key int, val
 				tb.Errorf("write %s: %s", id, resp.Results[0].Error)
 				return nil, true
 			}
-			op.ret, op.seq, op.node = r.now(), resp.Seq, resp.Node
+			op.ret, op.seq, op.node, op.dup = r.now(), resp.Seq, resp.Node, resp.Duplicate
 			return op, false
 		}
 		var ae *api.Error
@@ -524,10 +525,15 @@ func checkLinear(t *testing.T, ops []linOp) {
 			unknown++
 			continue
 		}
-		if other := bySeq[op.seq]; other != nil && other.node != op.node {
-			violate("two writes acknowledged at seq %d by different nodes: %v and %v", op.seq, other, op)
+		// An entry is one node's, so the writes it applied are answered by
+		// that node; a retry answered as a duplicate may be answered by
+		// another (its original was coalesced into that node's entry).
+		if !op.dup {
+			if other := bySeq[op.seq]; other != nil && other.node != op.node {
+				violate("two writes acknowledged at seq %d by different nodes: %v and %v", op.seq, other, op)
+			}
+			bySeq[op.seq] = op
 		}
-		bySeq[op.seq] = op
 		perKey[op.key] = append(perKey[op.key], op)
 	}
 	for _, ws := range perKey {
