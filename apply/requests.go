@@ -50,7 +50,8 @@ func (db *DB) pruneRequests(t int64) error {
 	return nil
 }
 
-// requestSeq returns the sequence recorded for request id, if any.
+// requestSeq returns the sequence recorded for request id, if any, on
+// the apply connection (inside the batch's transaction).
 func (db *DB) requestSeq(id string) (uint64, bool, error) {
 	if !db.requestsExist {
 		return 0, false, nil
@@ -58,7 +59,13 @@ func (db *DB) requestSeq(id string) (uint64, bool, error) {
 	w := db.w
 	w.rec.internal = true
 	defer func() { w.rec.internal = false }()
-	cs, err := w.prepare("SELECT seq FROM " + requestsTable + " WHERE id = ?")
+	return lookupRequest(w, id)
+}
+
+// lookupRequest reads the sequence recorded for request id on c, whose
+// database holds the requests table.
+func lookupRequest(c *conn, id string) (uint64, bool, error) {
+	cs, err := c.prepare("SELECT seq FROM " + requestsTable + " WHERE id = ?")
 	if err != nil {
 		return 0, false, fmt.Errorf("look up request id: %w", err)
 	}
@@ -68,12 +75,12 @@ func (db *DB) requestSeq(id string) (uint64, bool, error) {
 	if err != nil {
 		return 0, false, fmt.Errorf("look up request id: %w", err)
 	}
-	if !row {
-		return 0, false, nil
+	var seq uint64
+	if row {
+		seq = uint64(cs.stmt.ColumnInt64(0))
 	}
-	seq := uint64(cs.stmt.ColumnInt64(0))
 	cs.stmt.Reset()
-	return seq, true, nil
+	return seq, row, nil
 }
 
 // recordRequest records request id as applied at seq, until expires.
@@ -114,19 +121,5 @@ func (db *DB) RequestSeq(ctx context.Context, id string) (seq uint64, ok bool, e
 	if err != nil || !exists {
 		return 0, false, err
 	}
-	cs, err := c.prepare("SELECT seq FROM " + requestsTable + " WHERE id = ?")
-	if err != nil {
-		return 0, false, fmt.Errorf("look up request id: %w", err)
-	}
-	defer cs.release()
-	cs.stmt.BindText(1, id)
-	row, err := cs.stmt.Step()
-	if err != nil {
-		return 0, false, fmt.Errorf("look up request id: %w", err)
-	}
-	if row {
-		seq, ok = uint64(cs.stmt.ColumnInt64(0)), true
-	}
-	cs.stmt.Reset()
-	return seq, ok, nil
+	return lookupRequest(c, id)
 }
