@@ -37,7 +37,7 @@ func BenchmarkChanges(b *testing.B) {
 			servicetest.StartNode(b, s.ClientURL(), cfg)
 		}
 	}
-	cs := benchConnect(b, servers)
+	cs := benchConnect(b, benchURLs(servers))
 	ctx := context.Background()
 	for _, db := range []string{"plain", "feed"} {
 		resp, err := cs.cl[0].Query(ctx, db, client.Request{Statements: []api.Statement{{SQL: "CREATE TABLE ins(id INTEGER PRIMARY KEY, v TEXT NOT NULL)"}}})

@@ -24,10 +24,11 @@ import (
 )
 
 // StartServer starts one nats-server with JetStream on a random loopback
-// port, storing under a temporary dir.
-func StartServer(tb testing.TB) *server.Server {
+// port, storing under a temporary dir. Each of opts may change its options
+// before it starts.
+func StartServer(tb testing.TB, opts ...func(*server.Options)) *server.Server {
 	tb.Helper()
-	return startServer(tb, &server.Options{
+	o := &server.Options{
 		ServerName: "s1",
 		Host:       "127.0.0.1",
 		Port:       server.RANDOM_PORT,
@@ -35,7 +36,11 @@ func StartServer(tb testing.TB) *server.Server {
 		StoreDir:   tb.TempDir(),
 		NoSigs:     true,
 		NoLog:      true,
-	})
+	}
+	for _, opt := range opts {
+		opt(o)
+	}
+	return startServer(tb, o)
 }
 
 func startServer(tb testing.TB, opts *server.Options) *server.Server {
@@ -81,8 +86,10 @@ func FreePorts(tb testing.TB, n int) []int {
 }
 
 // StartCluster starts n clustered nats-servers with JetStream, every one
-// with Routes to all, and waits until JetStream has a meta leader.
-func StartCluster(tb testing.TB, n int) []*server.Server {
+// with Routes to all, and waits until JetStream has a meta leader. Each
+// of opts may change a server's options before it starts (for example
+// SyncAlways).
+func StartCluster(tb testing.TB, n int, opts ...func(*server.Options)) []*server.Server {
 	tb.Helper()
 	ports := FreePorts(tb, 2*n)
 	var routes []string
@@ -91,7 +98,7 @@ func StartCluster(tb testing.TB, n int) []*server.Server {
 	}
 	servers := make([]*server.Server, n)
 	for i := 0; i < n; i++ {
-		servers[i] = startServer(tb, &server.Options{
+		o := &server.Options{
 			ServerName: fmt.Sprintf("s%d", i+1),
 			Host:       "127.0.0.1",
 			Port:       ports[i],
@@ -105,7 +112,11 @@ func StartCluster(tb testing.TB, n int) []*server.Server {
 				Port: ports[n+i],
 			},
 			Routes: server.RoutesFromStr(strings.Join(routes, ",")),
-		})
+		}
+		for _, opt := range opts {
+			opt(o)
+		}
+		servers[i] = startServer(tb, o)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
