@@ -1,11 +1,16 @@
 package main
 
 import (
+	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
+	"math"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/nqlite/nqlite/apply"
+	"github.com/nqlite/nqlite/service/client/nqsql"
 )
 
 // The embedded nats-server fsyncs every stored message unless --js-sync
@@ -121,5 +127,111 @@ func TestMain_SIGTERMDuringLongEntry(t *testing.T) {
 	json.Unmarshal(msg.Data, &seq)
 	if info.Seq != seq.Seq-1 {
 		t.Fatalf("applied sequence in the file: %d, want %d", info.Seq, seq.Seq-1)
+	}
+}
+
+// The issue's "done when": a Go program opens the nqlite command's node
+// (built from this package and run as `go run .` runs it: the one-command
+// default with an embedded nats-server) with sql.Open("nqlite", DSN),
+// loads Chinook and runs queries on it, through database/sql alone.
+func TestMain_DatabaseSQL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the nqlite binary")
+	}
+	data, err := os.ReadFile("../shared/testdata/chinook/Chinook_Sqlite.sql")
+	if errors.Is(err, os.ErrNotExist) {
+		t.Skip("../shared/testdata/chinook/Chinook_Sqlite.sql is absent beside the checkout")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "nqlite")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cmd := exec.Command(bin, "--data-dir", t.TempDir(), "--nats-listen", addr, "--log-level", "error")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db, err := sql.Open(nqsql.DriverName, "nats://"+addr+"?db=main&level=strong&timeout=30s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+		err := db.PingContext(pctx)
+		pcancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node not serving: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := db.ExecContext(ctx, strings.TrimPrefix(string(data), "\uFEFF")); err != nil {
+		t.Fatalf("load Chinook: %v", err)
+	}
+	var tracks int64
+	var sales float64
+	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM Track").Scan(&tracks); err != nil || tracks != 3503 {
+		t.Errorf("tracks: %d %v, want 3503", tracks, err)
+	}
+	if err := db.QueryRowContext(ctx, "SELECT SUM(UnitPrice*Quantity) FROM InvoiceLine").Scan(&sales); err != nil || math.Abs(sales-2328.6) > 1e-6 {
+		t.Errorf("sales: %v %v, want 2328.6", sales, err)
+	}
+	rows, err := db.QueryContext(ctx, `SELECT c.Country, round(sum(i.Total), 2) FROM Invoice i JOIN Customer c ON c.CustomerId = i.CustomerId
+		GROUP BY c.Country ORDER BY 2 DESC LIMIT 3`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rows.Next() {
+		var country string
+		var total float64
+		if err := rows.Scan(&country, &total); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, country+" "+strconv.FormatFloat(total, 'f', 2, 64))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if want := "USA 523.06, Canada 303.96, France 195.10"; strings.Join(got, ", ") != want {
+		t.Errorf("sales by country: got %q, want %q", strings.Join(got, ", "), want)
+	}
+	var hired time.Time
+	if err := db.QueryRowContext(ctx, "SELECT HireDate FROM Employee WHERE EmployeeId = ?", 1).Scan(&hired); err != nil || !hired.Equal(time.Date(2002, 8, 14, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("HireDate: %v %v", hired, err)
+	}
+	// A transaction: both statements in one entry, all or nothing.
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx.ExecContext(ctx, "INSERT INTO Genre(Name) VALUES(?)", "Chiptune")
+	res, _ := tx.ExecContext(ctx, "UPDATE Track SET GenreId = (SELECT GenreId FROM Genre WHERE Name = 'Chiptune') WHERE TrackId = ?", 1)
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		t.Errorf("RowsAffected after Commit: %d %v", n, err)
+	}
+	var genre string
+	if err := db.QueryRowContext(ctx, "SELECT g.Name FROM Track t JOIN Genre g USING (GenreId) WHERE t.TrackId = 1").Scan(&genre); err != nil || genre != "Chiptune" {
+		t.Errorf("after the transaction: %q %v", genre, err)
 	}
 }

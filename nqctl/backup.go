@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -163,7 +162,7 @@ func restore(ctx context.Context, s *session, file string, stderr io.Writer, pro
 	if err != nil {
 		return failedf("restore: bucket %s (do the nodes have snapshots enabled?): %v", api.SnapshotBucket, err)
 	}
-	name := "load/" + s.db + "/" + nuid.Next()
+	name := api.LoadObjectPrefix(s.db) + nuid.Next()
 	var uploaded []string
 	put := func(name, path string, f *os.File) (*jetstream.ObjectInfo, error) {
 		var r io.Reader = f
@@ -204,20 +203,12 @@ func restore(ctx context.Context, s *session, file string, stderr io.Writer, pro
 		}
 		lr.WALObject, lr.WALDigest = winfo.Name, winfo.Digest
 	}
-	req, _ := json.Marshal(lr)
-	msg, err := s.nc.RequestWithContext(ctx, "nqlite.load."+s.db, req)
+	reply, err := client.New(s.nc).LoadObjects(ctx, s.db, lr)
 	if err != nil {
-		return connErrorf("restore: ask for the load: %v", err)
-	}
-	if code := msg.Header.Get("Nats-Service-Error-Code"); code != "" {
-		if code == "400" {
-			removeUploaded()
+		if api.ErrorCode(err) == api.CodeBadRequest {
+			removeUploaded() // refused: nothing names the objects
 		}
-		return failedf("restore: %s", msg.Header.Get("Nats-Service-Error"))
-	}
-	var reply api.LoadReply
-	if err := json.Unmarshal(msg.Data, &reply); err != nil {
-		return failedf("restore: load reply: %v", err)
+		return wrapErr("restore", err)
 	}
 	s.afterSeq = max(s.afterSeq, reply.Seq)
 	kind := "SQLite file"

@@ -410,6 +410,12 @@ func TestRestore_Unusable(t *testing.T) {
 		}
 		return out
 	}
+	// The baseline once both nodes applied the table (a node's rows may be
+	// committed a moment before its applied sequence moves).
+	servicetest.WaitFor(t, 10*time.Second, "both nodes apply the table", func() bool {
+		a := nodes[0].DB("main").Applied()
+		return a >= 1 && nodes[1].DB("main").Applied() == a
+	})
 	before := facts()
 	unchanged := func(t *testing.T) {
 		t.Helper()

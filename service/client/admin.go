@@ -108,10 +108,28 @@ func (c *Client) Load(ctx context.Context, db string, r io.Reader, o LoadOptions
 	if err != nil {
 		return nil, fmt.Errorf("load %s: upload: %w", db, err)
 	}
-	body, _ := json.Marshal(api.LoadRequest{Bucket: api.SnapshotBucket, Object: name, Digest: info.Digest, SQL: o.SQL, TimeoutMS: o.TimeoutMS})
+	return c.LoadObjects(ctx, db, api.LoadRequest{Bucket: api.SnapshotBucket, Object: name, Digest: info.Digest, SQL: o.SQL, TimeoutMS: o.TimeoutMS})
+}
+
+// LoadObjects asks a node serving db (nqlite.load.<db>) to publish one
+// load entry for objects the caller has already put in the Object Store
+// (r names them: the content, and for a SQLite file in WAL mode its -wal,
+// which the node merges into one object first); Load is this after one
+// upload. Use it to upload with your own progress display, or a -wal
+// beside the file, as nqctl restore does. Name the objects under
+// api.LoadObjectPrefix(db) in r.Bucket (api.SnapshotBucket). Errors as
+// for Send; a node's refusal is an *api.Error: 400 (api.CodeBadRequest)
+// when the request or the objects are bad (nothing names them then: the
+// caller may delete them), 503 when another load or snapshot of db is in
+// progress.
+func (c *Client) LoadObjects(ctx context.Context, db string, r api.LoadRequest) (*api.LoadReply, error) {
+	if !api.ValidDBName(db) {
+		return nil, fmt.Errorf("database name %q: use 1-64 of A-Z a-z 0-9 _ -", db)
+	}
+	body, _ := json.Marshal(r)
 	wait := adminWait
-	if o.TimeoutMS > 0 {
-		wait = time.Duration(o.TimeoutMS)*time.Millisecond + time.Second
+	if r.TimeoutMS > 0 {
+		wait = time.Duration(r.TimeoutMS)*time.Millisecond + time.Second
 	}
 	msg, err := c.request(ctx, db, api.LoadSubject(db), body, wait)
 	if err != nil {

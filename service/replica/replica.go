@@ -28,8 +28,11 @@
 //     returns once this node applied it, so every later read through the
 //     *sql.DB sees it (read-your-writes); every other node applies it
 //     from the stream.
-//   - A strong read (nqsql.Strong, WithLevel(api.LevelStrong)) asks
-//     JetStream for the stream's last sequence, then reads locally.
+//   - A strong read (nqsql.Strong, WithLevel(api.LevelStrong)) appends a
+//     barrier to the stream (one JetStream publish, shared by the strong
+//     reads arriving meanwhile), waits until this node has applied what
+//     came before it, then reads locally; with JetStream unreachable it
+//     fails with 503.
 //
 // StartEmbedded runs the nats-server in the program too (package
 // service/embedded, as the nqlite command does), standalone with

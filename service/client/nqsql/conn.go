@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/nqlite/nqlite/service/api"
@@ -73,8 +74,17 @@ var (
 	_ driver.SessionResetter    = (*conn)(nil)
 	_ driver.Validator          = (*conn)(nil)
 	_ driver.Connector          = (*Connector)(nil)
+	_ io.Closer                 = (*Connector)(nil) // (*sql.DB).Close closes it
 	_ driver.DriverContext      = Driver{}
 
+	_ driver.Stmt                           = (*stmt)(nil)
+	_ driver.StmtExecContext                = (*stmt)(nil)
+	_ driver.StmtQueryContext               = (*stmt)(nil)
+	_ driver.Tx                             = (*tx)(nil)
+	_ driver.Result                         = result{}
+	_ driver.Result                         = duplicateResult{}
+	_ driver.Result                         = (*txResult)(nil)
+	_ driver.Rows                           = (*rows)(nil)
 	_ driver.RowsColumnTypeDatabaseTypeName = (*rows)(nil)
 )
 

@@ -322,6 +322,42 @@ func TestErrors_Stored(t *testing.T) {
 	}
 }
 
+// TestTx_OneSeq checks that the reads of a transaction carry the sequence
+// the connector had at BeginTx, not the one it reached since: a write
+// through the pool after BeginTx, stored but not applied (the node is
+// held), makes reads outside the transaction wait for it, while the
+// transaction's reads still answer at the sequence it began with.
+func TestTx_OneSeq(t *testing.T) {
+	url, nodes := start(t, 1)
+	db := open(t, url)
+	mustExec(t, db, "CREATE TABLE t(x); INSERT INTO t VALUES(1)")
+	ctx := testCtx(t)
+	for _, opts := range []*sql.TxOptions{{ReadOnly: true}, nil} {
+		tx, err := db.BeginTx(ctx, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		release := nodes[0].DB("main").Hold()
+		var seq nqsql.Seq
+		if _, err := db.ExecContext(ctx, "INSERT INTO t VALUES(2)", nqsql.Timeout(200*time.Millisecond), &seq); !errors.Is(err, client.ErrStored) {
+			release()
+			t.Fatalf("write on a held node: %v, want ErrStored", err)
+		}
+		if _, err := db.QueryContext(ctx, "SELECT count(*) FROM t", nqsql.Timeout(100*time.Millisecond)); !errors.Is(err, client.ErrNotReached) {
+			t.Errorf("read outside the transaction: %v, want it to wait for sequence %d (not_reached)", err, seq)
+		}
+		for i := 0; i < 2; i++ {
+			var n int64
+			if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM t", nqsql.Timeout(2*time.Second)).Scan(&n); err != nil {
+				t.Errorf("tx %+v, read %d: %v; want it to read at the sequence of BeginTx", opts, i+1, err)
+			}
+		}
+		release()
+		tx.Rollback()
+		servicetest.WaitFor(t, 10*time.Second, "the node applies the held write", func() bool { return nodes[0].DB("main").Applied() >= uint64(seq) })
+	}
+}
+
 func TestDSN(t *testing.T) {
 	// A server that needs a user and password, and a node on it.
 	opts := &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: t.TempDir(),
