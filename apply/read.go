@@ -123,7 +123,9 @@ func (p *Plan) Close() {
 // statement and the applied sequence the reads saw at least. Several
 // statements run in one read transaction (one consistent snapshot).
 // ctx interrupts a long read (the read connections' progress handler,
-// readProgress) with a 408 *api.Error. maxBytes (0: no limit) bounds the
+// readProgress): a ctx that ends before the read begins, between its
+// statements or while one runs fails Run with a read_timeout *api.Error
+// (504: nothing was published). maxBytes (0: no limit) bounds the
 // memory rows take: past it, rows are counted but not kept, and Run fails
 // with a 413 *api.Error giving the row count.
 func (p *Plan) Run(ctx context.Context, maxBytes int) ([]api.Result, uint64, error) {
@@ -133,7 +135,7 @@ func (p *Plan) Run(ctx context.Context, maxBytes int) ([]api.Result, uint64, err
 	}
 	c := p.c
 	if ctx.Err() != nil {
-		return nil, 0, api.Errorf(api.CodeTimeout, "the request timed out before its read began")
+		return nil, 0, api.NewError(api.KindReadTimeout, "the request timed out before its read began; nothing was published")
 	}
 	// The progress handler (readProgress) ends the read once ctx ends.
 	c.ctx = ctx
@@ -156,7 +158,7 @@ func (p *Plan) Run(ctx context.Context, maxBytes int) ([]api.Result, uint64, err
 		if i > 0 && ctx.Err() != nil {
 			// Between statements (a statement shorter than progressEvery
 			// steps never calls readProgress).
-			return nil, 0, api.Errorf(api.CodeTimeout, "statement %d interrupted: request timed out", i+1)
+			return nil, 0, api.NewError(api.KindReadTimeout, "statement %d interrupted: the request timed out before it began", i+1)
 		}
 		if p.errs[i] != nil {
 			results[i].Error = errorText(p.errs[i])

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -68,6 +69,24 @@ func TestPlan_Interrupt(t *testing.T) {
 			}
 		})
 	}
+	// A context that ended before the read began, or that ends between two
+	// statements (the first too short for the progress handler to look):
+	// read_timeout (504), never a number without a code.
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	between := &endsAfter{Context: context.Background(), checks: 1}
+	for name, tc := range map[string]struct {
+		ctx context.Context
+		sql []string
+	}{"before the read": {ended, []string{"SELECT 1"}}, "between statements": {between, []string{"SELECT 1", "SELECT 2"}}} {
+		t.Run(name, func(t *testing.T) {
+			_, err := run(tc.ctx, tc.sql...)
+			var ae *api.Error
+			if !errors.As(err, &ae) || ae.Kind != api.KindReadTimeout || ae.Code != api.CodeGatewayTimeout {
+				t.Fatalf("got %#v (%v), want read_timeout 504", ae, err)
+			}
+		})
+	}
 	// A context ending as the read ends: whatever the read got, the next
 	// read on the connection is not interrupted.
 	for i := 0; i < 300; i++ {
@@ -112,4 +131,23 @@ func TestPlan_ColumnsAfterSchemaChange(t *testing.T) {
 			t.Fatalf("read %d after ALTER TABLE: columns %v, row %v; want [a b] and 2 values", i+1, got, row)
 		}
 	}
+}
+
+// endsAfter is a context whose Err is nil for its first checks calls and
+// context.DeadlineExceeded from then on: it ends at a chosen point of a
+// read, not at a time.
+type endsAfter struct {
+	context.Context
+	mu     sync.Mutex
+	checks int
+}
+
+func (c *endsAfter) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.checks > 0 {
+		c.checks--
+		return nil
+	}
+	return context.DeadlineExceeded
 }

@@ -84,6 +84,46 @@ func (s source) pragmas() string {
 	return p + "PRAGMA journal_mode=" + s.journal + ";\n"
 }
 
+// checkHeader checks that the file at path has what s asked for, as its
+// 100-byte SQLite header says: the page size (bytes 16-17, 1 for 65536),
+// WAL or rollback journal (bytes 18-19: 2 or 1), auto_vacuum (bytes 52-55
+// not 0) and incremental vacuum (bytes 64-67), so a test case covers the
+// file it names.
+func (s source) checkHeader(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := make([]byte, 100)
+	if _, err := io.ReadFull(f, h); err != nil {
+		t.Fatal(err)
+	}
+	be := func(b []byte) uint32 {
+		var v uint32
+		for _, x := range b {
+			v = v<<8 | uint32(x)
+		}
+		return v
+	}
+	pageSize := int(be(h[16:18]))
+	if pageSize == 1 {
+		pageSize = 65536
+	}
+	wal := h[18] == 2 && h[19] == 2
+	av := ""
+	if be(h[52:56]) != 0 {
+		av = "full"
+		if be(h[64:68]) != 0 {
+			av = "incremental"
+		}
+	}
+	if pageSize != s.pageSize || wal != (s.journal == "wal") || av != s.autoVacuum {
+		t.Fatalf("source header: page size %d, wal %v, auto_vacuum %q; want %d, %v, %q", pageSize, wal, av, s.pageSize, s.journal == "wal", s.autoVacuum)
+	}
+}
+
 // withShell makes the database at path with the sqlite3 shell.
 func (s source) withShell(t *testing.T, path string) {
 	t.Helper()
@@ -272,7 +312,11 @@ func TestRestore_FileKinds(t *testing.T) {
 		{"sqlite3/page65536-incremental", source{pageSize: 65536, journal: "delete", autoVacuum: "incremental"}, true},
 		{"sqlite3/wal-page512-uncheckpointed", source{pageSize: 512, journal: "wal", keepWAL: true, autoVacuum: "incremental"}, true},
 		{"sqlite3/wal-page65536-uncheckpointed", source{pageSize: 65536, journal: "wal", keepWAL: true, autoVacuum: "full"}, true},
+		{"sqlite3/wal-page32768-incremental", source{pageSize: 32768, journal: "wal", autoVacuum: "incremental"}, true},
 		{"zombiezen/delete", source{pageSize: 4096, journal: "delete"}, false},
+		{"zombiezen/persist-page1024-full", source{pageSize: 1024, journal: "persist", autoVacuum: "full"}, false},
+		{"zombiezen/memory-page2048", source{pageSize: 2048, journal: "memory"}, false},
+		{"zombiezen/off-page32768-incremental", source{pageSize: 32768, journal: "off", autoVacuum: "incremental"}, false},
 		{"zombiezen/truncate-page512-incremental", source{pageSize: 512, journal: "truncate", autoVacuum: "incremental"}, false},
 		{"zombiezen/wal-page65536-full", source{pageSize: 65536, journal: "wal", autoVacuum: "full"}, false},
 		{"zombiezen/wal-uncheckpointed", source{pageSize: 4096, journal: "wal", keepWAL: true}, false},
@@ -285,6 +329,7 @@ func TestRestore_FileKinds(t *testing.T) {
 			} else {
 				tc.src.withZombiezen(t, path)
 			}
+			tc.src.checkHeader(t, path)
 			want, ok := fileFacts(t, path, tc.src.keepWAL)
 			if !ok {
 				t.Fatalf("source: %s", want)

@@ -130,9 +130,10 @@ func (n *Node) fail(d *database, r *request, err error) {
 		e = &c
 		if e.Kind == "" {
 			// An error made without a kind (api.Errorf with a number
-			// several kinds share) is a bug: no code may be left out.
+			// several kinds share) is a bug: no code may be left out, and
+			// its number (408, 504) would say something nobody checked.
 			n.log.Error("request error without a code", "db", d.name, "code", e.Code, "err", err)
-			e.Kind = api.KindInternal
+			e.Kind, e.Code = api.KindInternal, api.CodeInternal
 		}
 		if msg := err.Error(); msg != e.Message {
 			e.Message = msg // the context wrapped around it

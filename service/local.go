@@ -37,8 +37,10 @@ var ErrNoDatabase = errors.New("this node does not serve the database")
 // and Do is not counted in micro stats. The response's Node and Time are
 // set as on NATS; the caller owns it.
 //
-// Errors: request-level failures are *api.Error with the code the
-// endpoint would answer (400, 403, 408, 413, 503; 500 for a bug); when ctx
+// Errors: request-level failures are *api.Error with the kind and number
+// the endpoint would answer (the README's request-level errors table;
+// 413 only for a request too large as an entry); a ctx that ended before
+// the request ran is read_timeout (504: nothing was published); when ctx
 // itself ended, the error also wraps ctx.Err(). A database not served
 // here wraps ErrNoDatabase; after Stop, ErrStopped.
 func (n *Node) Do(ctx context.Context, db string, req *api.Request, readOnly bool) (*api.Response, error) {
@@ -48,7 +50,7 @@ func (n *Node) Do(ctx context.Context, db string, req *api.Request, readOnly boo
 		return nil, fmt.Errorf("%w %q (it serves %v)", ErrNoDatabase, db, n.cfg.Databases)
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %w", err, api.Errorf(api.CodeTimeout, "the request's context ended before it ran"))
+		return nil, fmt.Errorf("%w: %w", err, api.NewError(api.KindReadTimeout, "the request's context ended before it ran; nothing was published"))
 	}
 	r := *req
 	if err := api.CheckRequest(&r); err != nil {

@@ -681,12 +681,14 @@ func TestReplica_Errors(t *testing.T) {
 	if got := r.Node().DB("main").Applied(); got != before {
 		t.Errorf("a refused request reached the stream: applied %d, was %d", got, before)
 	}
-	// A cancelled context: the error wraps context.Canceled and the 408.
+	// A cancelled context: the error wraps context.Canceled and a
+	// read_timeout (504: nothing was published; never 408, which says
+	// stored).
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	_, err := r.Node().Do(cctx, "main", &api.Request{AfterSeq: before + 100, Statements: stmts("SELECT 1")}, false)
-	if !errors.Is(err, context.Canceled) || api.ErrorCode(err) != api.CodeTimeout {
-		t.Errorf("cancelled: %v, want context.Canceled and a 408", err)
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, api.ErrReadTimeout) || api.ErrorCode(err) != api.CodeGatewayTimeout {
+		t.Errorf("cancelled: %v, want context.Canceled and a 504 read_timeout", err)
 	}
 	// Through a transport of its own: the Replica is an nqsql.Transport.
 	c, err := nqsql.NewTransportConnector(r, nqsql.WithDB("main"))
