@@ -235,3 +235,30 @@ func TestMain_DatabaseSQL(t *testing.T) {
 		t.Errorf("after the transaction: %q %v", genre, err)
 	}
 }
+
+// The change feed is off by default, and its flags are refused, before
+// anything starts, when they cannot take effect.
+func TestRun_ChangesFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"--changes-tables", "t"}, "need --changes"},
+		{[]string{"--changes-max-age", "1h"}, "need --changes"},
+		{[]string{"--changes-max-bytes", "1000"}, "need --changes"},
+		{[]string{"--changes", "--changes-max-age", "-1s"}, "give 0 (no limit) or more"},
+		{[]string{"--changes", "--changes-max-bytes", "-1"}, "give 0 (no limit) or more"},
+	} {
+		args := append([]string{"--data-dir", t.TempDir(), "--nats-listen", ""}, tc.args...)
+		done := make(chan error, 1)
+		go func() { done <- run(args) }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("%q: %v, want an error saying %q", tc.args, err, tc.msg)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%q: the node started instead of refusing the flags", tc.args)
+		}
+	}
+}

@@ -267,7 +267,8 @@ type tableInfo struct {
 	skip         bool  // sqlite_* or _nqlite_*
 	cols         []int // the table's column indexes that are not generated
 	names        []string
-	pk           []int // indexes into names
+	real         []bool // per name: REAL affinity (see realValue)
+	pk           []int  // indexes into names
 	withoutRowID bool
 }
 
@@ -313,6 +314,7 @@ func (t *tableInfo) describe(names bool, buf *[]int) {
 		col := (*lib.TColumn)(cptr(tab.FaCol + uintptr(i)*unsafe.Sizeof(lib.TColumn{})))
 		pos[i] = j
 		t.names = append(t.names, libc.GoString(col.FzCnName))
+		t.real = append(t.real, col.Faffinity == lib.SQLITE_AFF_REAL)
 	}
 	if tab.FiPKey >= 0 {
 		t.pk = []int{pos[int(tab.FiPKey)]}
@@ -358,6 +360,22 @@ func valueOf(tls *libc.TLS, v uintptr) any {
 		return b
 	}
 	return nil
+}
+
+// realValue returns v as a REAL if the column has REAL affinity and v is
+// an integer. SQLite stores an integral REAL as an integer in the record
+// and makes it a REAL again when a column is read (OP_RealAffinity), and
+// so does sqlite3_preupdate_old, but sqlite3_preupdate_new hands an
+// insert's new values over as the record holds them: without this an
+// event would say INTEGER where every SELECT says REAL
+// (TestCapture_RealAffinity). The conversion is SQLite's own, (double)i.
+// The digest's encoding keeps what the hook gives (it is the same on
+// every node, and changing it would change the digest).
+func realValue(isReal bool, v any) any {
+	if i, ok := v.(int64); ok && isReal {
+		return float64(i)
+	}
+	return v
 }
 
 // record appends the change the pre-update hook reports to the capture
@@ -421,7 +439,7 @@ func (m *meter) record(tls *libc.TLS, db uintptr, op int32, zTbl uintptr, key1, 
 			c.enc, sz = appendSQLiteValue(c.enc, tls, v)
 			size += sz
 			if ch.New != nil {
-				ch.New[j] = valueOf(tls, v)
+				ch.New[j] = realValue(t.real[j], valueOf(tls, v))
 			}
 			j++
 		}

@@ -520,3 +520,55 @@ func TestCapture_StepErrors(t *testing.T) {
 		t.Errorf("oversized parameter: %q, want %q", got, want)
 	}
 }
+
+// A REAL column holding an integral value: SQLite stores it as an integer
+// in the record and reads it back as a REAL, but its pre-update hook hands
+// an insert's (and an update's) new value over as the record holds it.
+// The changes must carry the storage class a SELECT returns, as the old
+// values already do.
+func TestCapture_RealAffinity(t *testing.T) {
+	f := &feed{}
+	db := openFeedDB(t, filepath.Join(t.TempDir(), "db.sqlite"), f)
+	changesOf(t, db, f, 1, false,
+		"CREATE TABLE t(id INTEGER PRIMARY KEY, r REAL, n NUMERIC, i INT, x)",
+		"CREATE TABLE w(k TEXT PRIMARY KEY, r REAL) WITHOUT ROWID",
+		"CREATE TABLE s(id INTEGER PRIMARY KEY, r REAL) STRICT")
+	typed := func(vals []any) string {
+		var b strings.Builder
+		for _, v := range vals {
+			fmt.Fprintf(&b, "%T(%v) ", v, v)
+		}
+		return b.String()
+	}
+	for i, c := range []struct {
+		sql   []string
+		check []string // the rows after the entry, in the order of its changes with new values
+	}{
+		{[]string{"INSERT INTO t VALUES(1, 2, 2.0, 2, 2)", "INSERT INTO w VALUES('a', 5)", "INSERT INTO s VALUES(1, 7)"},
+			[]string{"SELECT * FROM t WHERE id = 1", "SELECT * FROM w WHERE k = 'a'", "SELECT * FROM s WHERE id = 1"}},
+		{[]string{"UPDATE t SET r = 3, x = 3.0", "UPDATE w SET r = r + 1", "INSERT INTO s VALUES(1, 8) ON CONFLICT(id) DO UPDATE SET r = excluded.r + 1"},
+			[]string{"SELECT * FROM t WHERE id = 1", "SELECT * FROM w WHERE k = 'a'", "SELECT * FROM s WHERE id = 1"}},
+		{[]string{"INSERT OR REPLACE INTO t VALUES(1, -4, 1e3, '5', '6')"},
+			[]string{"", "SELECT * FROM t WHERE id = 1"}}, // the delete of the old row, then the insert
+	} {
+		n := len(f.entries)
+		changesOf(t, db, f, uint64(i+2), false, c.sql...)
+		chs := f.entries[n].Changes
+		if len(chs) != len(c.check) {
+			t.Fatalf("entry %d: %d changes, want %d", i+2, len(chs), len(c.check))
+		}
+		for j, ch := range chs {
+			if c.check[j] == "" {
+				continue
+			}
+			if got, want := typed(ch.New), typed(read(t, db, c.check[j])[0]); got != want {
+				t.Errorf("entry %d: %s %s new %s, a SELECT reads %s", i+2, ch.Table, ch.Op, got, want)
+			}
+		}
+	}
+	// The old values (SQLite converts those) agree with what was read.
+	last := f.entries[len(f.entries)-1].Changes[0]
+	if got := typed(last.Old); got != "int64(1) float64(3) int64(2) int64(2) float64(3) " {
+		t.Errorf("old values of the replaced row: %s", got)
+	}
+}

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nqlite/nqlite/service"
 	"github.com/nqlite/nqlite/service/api"
@@ -58,5 +61,54 @@ func TestWatch(t *testing.T) {
 		if o.code != c.code || !strings.Contains(o.stderr, c.msg) {
 			t.Errorf("%q: exit %d %s, want %d and %q", c.args, o.code, o.stderr, c.code, c.msg)
 		}
+	}
+}
+
+// TestWatch_Live: without --since or --all, watch prints the changes of
+// writes made after it started (from another connection, as from another
+// terminal), as they arrive, and --count ends it.
+func TestWatch_Live(t *testing.T) {
+	ns := servicetest.StartServer(t)
+	servicetest.StartNode(t, ns.ClientURL(), service.Config{NodeID: "n1", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Changes: service.ChangesConfig{Enabled: true}})
+	url := ns.ClientURL()
+	mustRun(t, nil, "--server", url, "CREATE TABLE foo(id INTEGER PRIMARY KEY, name TEXT)")
+	mustRun(t, nil, "--server", url, "INSERT INTO foo(name) VALUES('before')")
+	done := make(chan outcome, 1)
+	go func() { done <- nqctl(t, nil, "watch", "--server", url, "--count", "3") }()
+	// Write until the watch, started at some moment in between, has
+	// printed three events.
+	var o outcome
+	deadline := time.Now().Add(30 * time.Second)
+	for i, ended := 0, false; !ended; i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("watch printed nothing")
+		}
+		mustRun(t, nil, "--server", url, fmt.Sprintf("INSERT INTO foo(name) VALUES('w%d')", i))
+		select {
+		case o = <-done:
+			ended = true
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if o.code != exitOK {
+		t.Fatalf("watch: exit %d\n%s", o.code, o.stderr)
+	}
+	lines := strings.Split(strings.TrimRight(o.stdout, "\n"), "\n")
+	re := regexp.MustCompile(`^ +\d+  (\d+)\.0  \S+  insert  foo  rowid=(\d+)  id=(\d+) name=w(\d+)$`)
+	prev := -1
+	for _, l := range lines {
+		m := re.FindStringSubmatch(l)
+		if m == nil {
+			t.Fatalf("watch printed %q (want the inserts made after it started)\n%s", l, o.stdout)
+		}
+		w, _ := strconv.Atoi(m[4])
+		if prev >= 0 && w != prev+1 {
+			t.Fatalf("w%d after w%d: a change missing or out of order\n%s", w, prev, o.stdout)
+		}
+		prev = w
+	}
+	if len(lines) != 3 {
+		t.Fatalf("--count 3 printed %d lines\n%s", len(lines), o.stdout)
 	}
 }

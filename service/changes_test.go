@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +22,7 @@ import (
 	"github.com/nqlite/nqlite/service"
 	"github.com/nqlite/nqlite/service/api"
 	"github.com/nqlite/nqlite/service/client"
+	"github.com/nqlite/nqlite/service/feed"
 	"github.com/nqlite/nqlite/service/servicetest"
 )
 
@@ -480,4 +484,212 @@ func TestChanges_Lost(t *testing.T) {
 		t.Fatalf("last row %s", rows[len(rows)-1])
 	}
 	t.Logf("%d events, %d of them lost", len(evs), lost)
+}
+
+// TestChanges_OffByDefault: a node started without the feed creates no
+// change stream and publishes nothing; a watch says what to do.
+func TestChanges_OffByDefault(t *testing.T) {
+	ns := servicetest.StartServer(t)
+	n1 := servicetest.StartNode(t, ns.ClientURL(), service.Config{NodeID: "n1"})
+	nc := servicetest.Connect(t, ns.ClientURL())
+	c := client.New(nc)
+	ok(t, do(t, c, "CREATE TABLE t(x)"))
+	seq := ok(t, do(t, c, "INSERT INTO t VALUES(1)")).Seq
+	servicetest.WaitFor(t, 10*time.Second, "n1 to apply", func() bool { return n1.DB("main").Applied() >= seq })
+	js, _ := jetstream.New(nc)
+	if _, err := js.Stream(context.Background(), api.ChangesStreamName("main")); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Fatalf("change stream of a node without --changes: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, err := range c.Watch(ctx, "main") {
+		if !errors.Is(err, client.ErrNoFeed) || !strings.Contains(err.Error(), "--changes") {
+			t.Fatalf("watch without a feed: %v", err)
+		}
+	}
+}
+
+// TestChanges_Replicas: the change stream has the entry stream's
+// replicas (here 3, on a three-server cluster) and works at them.
+func TestChanges_Replicas(t *testing.T) {
+	servers := servicetest.StartCluster(t, 3)
+	for i, s := range servers {
+		cfg := feedCfg(fmt.Sprintf("n%d", i+1))
+		cfg.Replicas = 3
+		servicetest.StartNode(t, s.ClientURL(), cfg)
+	}
+	nc := servicetest.Connect(t, servers[1].ClientURL())
+	c := client.New(nc)
+	ok(t, do(t, c, "CREATE TABLE t(x)"))
+	ok(t, do(t, c, "INSERT INTO t VALUES(1)"))
+	evs := readFeed(t, nc, 1)
+	if len(evs) != 1 || evs[0].Op != api.OpInsert {
+		t.Fatalf("events: %+v", evs)
+	}
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	entries, err := js.Stream(ctx, service.StreamName("main"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes, err := js.Stream(ctx, api.ChangesStreamName("main"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, ch := entries.CachedInfo().Config.Replicas, changes.CachedInfo().Config.Replicas; e != 3 || ch != e {
+		t.Fatalf("replicas: entry stream %d, change stream %d", e, ch)
+	}
+}
+
+// TestChanges_FarBehind: a node that comes back far behind (here 300
+// writes, which the other feed node published meanwhile) catches up
+// without publishing a single event the change stream already holds: a
+// core subscription on the feed's subjects sees every publish attempt,
+// refused ones included, and none of those events comes from it. The feed
+// stays complete and in order as it goes on.
+func TestChanges_FarBehind(t *testing.T) {
+	ns := servicetest.StartServer(t)
+	nc := servicetest.Connect(t, ns.ClientURL())
+	var (
+		mu       sync.Mutex
+		attempts = map[string][]uint64{} // publishing node: positions, in arrival order
+	)
+	sub, err := nc.Subscribe(api.ChangesSubject("main")+".>", func(m *nats.Msg) {
+		pos, _ := strconv.ParseUint(m.Header.Get(jetstream.MsgIDHeader), 10, 64)
+		mu.Lock()
+		node := m.Header.Get(feed.NodeHeader)
+		attempts[node] = append(attempts[node], pos)
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil { // the subscription is in place before any publish
+		t.Fatal(err)
+	}
+	count := func(node string, from, to uint64) int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, p := range attempts[node] {
+			if p >= from && p <= to {
+				n++
+			}
+		}
+		return n
+	}
+	n1 := servicetest.StartNode(t, ns.ClientURL(), feedCfg("n1"))
+	n2 := servicetest.StartNode(t, ns.ClientURL(), feedCfg("n2"))
+	c := client.New(nc)
+	ok(t, do(t, c, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)"))
+	writeRows(t, c, 0, 10)
+	last := streamLastSeq(t, nc, "main")
+	servicetest.WaitFor(t, 10*time.Second, "n2 to apply", func() bool { return n2.DB("main").Applied() >= last })
+	n2.Stop(t)
+	writeRows(t, c, 10, 310) // n1 alone: it publishes each event before it answers
+	readFeed(t, nc, 310)
+	// The subscription sees publishes: n1's of events 11 to 310.
+	servicetest.WaitFor(t, 10*time.Second, "n1's 300 publishes seen", func() bool { return count("n1", 11, 310) >= 300 })
+	n2 = servicetest.StartNode(t, ns.ClientURL(), n2.Config)
+	last = streamLastSeq(t, nc, "main")
+	servicetest.WaitFor(t, 10*time.Second, "n2 to catch up", func() bool { return n2.DB("main").Applied() >= last })
+	writeRows(t, c, 310, 340) // both nodes again
+	last = streamLastSeq(t, nc, "main")
+	for _, n := range []*servicetest.Node{n1, n2} {
+		n := n
+		servicetest.WaitFor(t, 10*time.Second, n.ID()+" to apply", func() bool { return n.DB("main").Applied() >= last })
+	}
+	total := n1.DB("main").ChangeCounts().Count(nil)
+	evs := readFeed(t, nc, total)
+	if uint64(len(evs)) != total || total != 340 {
+		t.Fatalf("%d events, %d changes counted, want 340", len(evs), total)
+	}
+	checkFeedOrder(t, evs)
+	if n := count("n2", 11, 310); n > 0 {
+		t.Fatalf("n2 caught up by publishing %d events the change stream held", n)
+	}
+	t.Logf("publish attempts: n1 %d, n2 %d (%d after it came back)", count("n1", 0, 1<<62), count("n2", 0, 1<<62), count("n2", 311, 340))
+}
+
+// TestChanges_WatchLive: client.Watch delivers, of the tables asked for,
+// the changes made from the moment it starts, in order, and ends when its
+// context does.
+func TestChanges_WatchLive(t *testing.T) {
+	ns := servicetest.StartServer(t)
+	servicetest.StartNode(t, ns.ClientURL(), feedCfg("n1"))
+	servicetest.StartNode(t, ns.ClientURL(), feedCfg("n2"))
+	nc := servicetest.Connect(t, ns.ClientURL())
+	c := client.New(nc)
+	ok(t, do(t, c, "CREATE TABLE t(id INTEGER PRIMARY KEY, v); CREATE TABLE u(x)"))
+	var before uint64
+	for i := 0; i < 5; i++ {
+		before = ok(t, do(t, c, fmt.Sprintf("INSERT INTO t(v) VALUES(%d); INSERT INTO u VALUES(%d)", -i, i))).Seq
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan api.Change, 1000)
+	ended := make(chan error, 1)
+	go func() {
+		defer close(ended)
+		for ch, err := range c.Watch(ctx, "main", "T") {
+			if err != nil {
+				ended <- err
+				return
+			}
+			got <- ch
+		}
+	}()
+	// Write until the watch delivers (it starts at some moment in
+	// between), then five more writes: each is delivered, in order.
+	var first api.Change
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; first.Seq == 0; i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("the watch delivered nothing")
+		}
+		ok(t, do(t, c, fmt.Sprintf("INSERT INTO u VALUES(%d); INSERT INTO t(v) VALUES(%d)", i, i)))
+		select {
+		case first = <-got:
+		case err := <-ended:
+			t.Fatalf("watch ended: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if first.Seq <= before || first.Table != "t" || first.Op != api.OpInsert {
+		t.Fatalf("first event %+v: want an insert into t by a write after seq %d", first, before)
+	}
+	prev := first
+	for i := 0; i < 5; i++ {
+		seq := ok(t, do(t, c, fmt.Sprintf("INSERT INTO u VALUES(%d); UPDATE t SET v = 'w%d' WHERE id = 1", 100+i, i))).Seq
+		for {
+			var ch api.Change
+			select {
+			case ch = <-got:
+			case err := <-ended:
+				t.Fatalf("watch ended: %v", err)
+			case <-time.After(30 * time.Second):
+				t.Fatalf("write %d not delivered", seq)
+			}
+			if ch.Table != "t" || ch.Position <= prev.Position || ch.Seq <= prev.Seq {
+				t.Fatalf("after %+v: %+v (want the next event of table t)", prev, ch)
+			}
+			prev = ch
+			if ch.Seq == seq {
+				if ch.Op != api.OpUpdate || ch.New[1] != fmt.Sprintf("w%d", i) {
+					t.Fatalf("write %d: %+v", seq, ch)
+				}
+				break
+			}
+		}
+	}
+	cancel()
+	select {
+	case err := <-ended:
+		if err != nil {
+			t.Fatalf("watch ended with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the watch did not end with its context")
+	}
 }
