@@ -85,6 +85,7 @@ type checkpoints struct {
 	status    string
 	diverged  uint64 // first differing checkpoint (0: none)
 	majority  map[uint64]string
+	splitLog  map[uint64]bool // split checkpoints already logged (once each, not at every late report)
 	pubErr    string
 	heals     map[string]api.HealRequest // open heal requests of other nodes, by node
 }
@@ -92,7 +93,7 @@ type checkpoints struct {
 func newCheckpoints(n *Node, d *database) *checkpoints {
 	return &checkpoints{n: n, d: d, progress: make(chan struct{}, 1),
 		reports: map[uint64]map[string]api.Checkpoint{}, asked: map[uint64]bool{}, published: map[uint64]bool{},
-		majority: map[uint64]string{}, heals: map[string]api.HealRequest{}}
+		majority: map[uint64]string{}, splitLog: map[uint64]bool{}, heals: map[string]api.HealRequest{}}
 }
 
 // onDigest is apply.Options.OnDigest: it wakes the loop without blocking
@@ -238,6 +239,7 @@ func (c *checkpoints) record(cp api.Checkpoint) {
 		delete(c.asked, s)
 		delete(c.published, s)
 		delete(c.majority, s)
+		delete(c.splitLog, s)
 	}
 }
 
@@ -346,6 +348,10 @@ func (c *checkpoints) evaluate(seq uint64) {
 	case "differs":
 		c.diverge(seq)
 	case "split":
+		if c.splitLog[seq] {
+			return // every further report of seq would log it again
+		}
+		c.splitLog[seq] = true
 		c.n.log.Warn("nodes disagree at a checkpoint and no majority holds one digest: nqctl check shows which; the operator decides", "db", c.d.name, "seq", seq, "digests", count, "this_node", mine.Digest)
 	}
 }
