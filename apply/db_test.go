@@ -5,38 +5,47 @@ import (
 	"errors"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
+	"modernc.org/libc"
 	"zombiezen.com/go/sqlite"
 	"zombiezen.com/go/sqlite/sqlitex"
 )
 
 // TestRaw guards the private layout of zombiezen's types that raw.go
-// reads through reflect: if a zombiezen upgrade renames or retypes a field,
-// this fails before anything else does.
+// reads through reflect and unsafe: if a zombiezen upgrade renames or
+// retypes a field, this fails before anything else does. It also checks
+// that stepWrite, which steps writes with the C API, reports errors in
+// the words zombiezen's Stmt.Step uses, so a statement's error text does
+// not depend on which of the two ran it.
 func TestRaw(t *testing.T) {
+	tlsType := reflect.TypeOf((*libc.TLS)(nil))
+	handle := reflect.TypeOf(uintptr(0))
 	for _, c := range []struct {
 		typ    reflect.Type
 		field  string
-		kind   reflect.Kind
+		want   reflect.Type
 		reason string
 	}{
-		{reflect.TypeOf(sqlite.Conn{}), "tls", reflect.Pointer, "connHandles"},
-		{reflect.TypeOf(sqlite.Conn{}), "conn", reflect.Uintptr, "connHandles"},
-		{reflect.TypeOf(sqlite.Stmt{}), "stmt", reflect.Uintptr, "stmtHandle"},
-		{reflect.TypeOf(sqlite.Action{}), "arg2", reflect.String, "actionArg2"},
-		{reflect.TypeOf(sqlite.Context{}), "tls", reflect.Pointer, "funcError"},
-		{reflect.TypeOf(sqlite.Context{}), "ptr", reflect.Uintptr, "funcError"},
-		{reflect.TypeOf(sqlite.Stmt{}), "bindErr", reflect.Interface, "bindErr"},
+		{reflect.TypeOf(sqlite.Conn{}), "tls", tlsType, "connHandles"},
+		{reflect.TypeOf(sqlite.Conn{}), "conn", handle, "connHandles"},
+		{reflect.TypeOf(sqlite.Stmt{}), "stmt", handle, "stmtHandle"},
+		{reflect.TypeOf(sqlite.Stmt{}), "bindErr", reflect.TypeOf((*error)(nil)).Elem(), "bindErr"},
+		{reflect.TypeOf(sqlite.Action{}), "arg2", reflect.TypeOf(""), "actionArg2"},
+		{reflect.TypeOf(sqlite.Context{}), "tls", tlsType, "funcError, contextTLS"},
+		{reflect.TypeOf(sqlite.Context{}), "ptr", handle, "funcError"},
+		{reflect.TypeOf(sqlite.Value{}), "tls", tlsType, "numericArg"},
+		{reflect.TypeOf(sqlite.Value{}), "ptrOrType", handle, "numericArg"},
 	} {
 		f, ok := c.typ.FieldByName(c.field)
 		if !ok {
 			t.Errorf("%s has no field %s (used by %s)", c.typ, c.field, c.reason)
 			continue
 		}
-		if f.Type.Kind() != c.kind {
-			t.Errorf("%s.%s is a %s, want %s (used by %s)", c.typ, c.field, f.Type.Kind(), c.kind, c.reason)
+		if f.Type != c.want {
+			t.Errorf("%s.%s is a %s, want %s (used by %s)", c.typ, c.field, f.Type, c.want, c.reason)
 		}
 	}
 	// And the helpers work on a live connection.
@@ -47,6 +56,79 @@ func TestRaw(t *testing.T) {
 		t.Errorf("column names: got %v, want %v (duplicates kept)", got[2].Columns, want)
 	} else if want := []string{"INTEGER", "INTEGER", "TEXT"}; !reflect.DeepEqual(got[2].Types, want) {
 		t.Errorf("declared types: got %v, want %v", got[2].Types, want)
+	}
+
+	// stepWrite and Stmt.Step fail alike: the same error text, and
+	// sqlErrorText gives the same message either way.
+	wc, err := openConn(filepath.Join(t.TempDir(), "step.sqlite"), sqlite.OpenReadWrite|sqlite.OpenCreate|sqlite.OpenNoMutex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := newConn(wc)
+	if err != nil {
+		closeSQLite(wc)
+		t.Fatal(err)
+	}
+	defer c.close()
+	for _, q := range []string{
+		"CREATE TABLE u(k INTEGER PRIMARY KEY, v TEXT NOT NULL CHECK (v <> 'bad'))",
+		"CREATE TRIGGER abort BEFORE INSERT ON u WHEN new.v = 'abort' BEGIN SELECT RAISE(ABORT, 'aborted by trigger'); END",
+		"CREATE TRIGGER fail BEFORE INSERT ON u WHEN new.v = 'fail' BEGIN SELECT RAISE(FAIL, 'failed by trigger'); END",
+		"INSERT INTO u VALUES(1, 'one')",
+	} {
+		if err := c.exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	closed := make(chan struct{})
+	close(closed)
+	for _, w := range []struct {
+		sql       string
+		interrupt bool
+		bind      any
+	}{
+		{sql: "INSERT INTO u VALUES(1, 'again')"},                                       // UNIQUE (the primary key)
+		{sql: "INSERT INTO u VALUES(2, NULL)"},                                          // NOT NULL
+		{sql: "INSERT INTO u VALUES(3, 'bad')"},                                         // CHECK
+		{sql: "INSERT INTO u VALUES(4, 'abort')"},                                       // RAISE(ABORT)
+		{sql: "INSERT INTO u VALUES(5, 'fail')"},                                        // RAISE(FAIL)
+		{sql: "INSERT INTO u VALUES(6, abs(-9223372036854775808))"},                     // integer overflow
+		{sql: "INSERT INTO u VALUES(7, ?)", bind: strings.Repeat("x", MaxValueBytes+1)}, // bind error (too big)
+		{sql: "INSERT INTO u VALUES(8, 'eight')", interrupt: true},                      // interrupted
+	} {
+		run := func(raw bool) error {
+			cs, err := c.prepare(w.sql)
+			if err != nil {
+				t.Fatalf("%s: prepare: %v", w.sql, err)
+			}
+			defer cs.release()
+			if w.bind != nil {
+				bindValue(cs.stmt, 1, w.bind)
+			}
+			var done <-chan struct{}
+			if w.interrupt {
+				done = closed
+			}
+			if raw {
+				_, _, err = c.stepWrite(cs, done)
+				return err
+			}
+			c.c.SetInterrupt(done)
+			defer c.c.SetInterrupt(nil)
+			_, err = cs.stmt.Step()
+			return err
+		}
+		rawErr, stepErr := run(true), run(false)
+		if rawErr == nil || stepErr == nil {
+			t.Errorf("%s: stepWrite %v, Step %v: want both to fail", w.sql, rawErr, stepErr)
+			continue
+		}
+		if rawErr.Error() != stepErr.Error() {
+			t.Errorf("%s: stepWrite says %q, Step says %q", w.sql, rawErr, stepErr)
+		}
+		if a, b := sqlErrorText(rawErr, w.sql), sqlErrorText(stepErr, w.sql); a != b {
+			t.Errorf("%s: sqlErrorText %q after stepWrite, %q after Step", w.sql, a, b)
+		}
 	}
 }
 
