@@ -177,6 +177,47 @@ func TestDB_AppliedSeqCommitsWithEntries(t *testing.T) {
 	if got := db2.Applied(); got != 3 {
 		t.Fatalf("reopened: applied %d, want 3", got)
 	}
+	db2.Close()
+
+	// Storing the sequence after the batch's entries ran fails (a trigger
+	// added with a plain connection refuses the store at the batch's end;
+	// the batch's start stores it too, changing it, see flushFirstFrame):
+	// the entries are rolled back with it.
+	plain := func(q string) {
+		t.Helper()
+		c, err := sqlite.OpenConn(path, sqlite.OpenReadWrite)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := sqlitex.ExecuteTransient(c, q, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plain("CREATE TRIGGER refuse BEFORE UPDATE ON _nqlite_meta WHEN new.key = 'applied_seq' AND new.value = 5 AND old.value = 5 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+	db3 := openDB(t, path)
+	more := []Msg{
+		{Seq: 4, Data: entry(0, 0, false, "INSERT INTO t VALUES(3)")},
+		{Seq: 5, Data: entry(0, 0, false, "INSERT INTO t VALUES(4)")},
+	}
+	if err := db3.ApplyBatch(context.Background(), more); err == nil || !strings.Contains(err.Error(), "store applied sequence") {
+		t.Fatalf("got %v, want the store of the applied sequence to fail", err)
+	}
+	if got := db3.Applied(); got != 3 {
+		t.Fatalf("after the failed store: applied %d, want 3", got)
+	}
+	if got := read(t, db3, "SELECT count(*) FROM t"); got[0][0] != int64(2) {
+		t.Fatalf("after the failed store: %v rows, want 2 (the batch's entries are rolled back with the sequence)", got[0][0])
+	}
+	db3.Close()
+	plain("DROP TRIGGER refuse")
+	db4 := openDB(t, path)
+	if err := db4.ApplyBatch(context.Background(), more); err != nil {
+		t.Fatal(err)
+	}
+	if got, rows := db4.Applied(), read(t, db4, "SELECT count(*) FROM t"); got != 5 || rows[0][0] != int64(4) {
+		t.Fatalf("applied again: sequence %d with %v rows, want 5 with 4", got, rows[0][0])
+	}
 }
 
 // A cancelled context interrupts even an endless statement, rolls the
