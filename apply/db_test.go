@@ -3,6 +3,9 @@ package apply
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -358,6 +361,93 @@ func TestDB_LocalFailureIsNotAnOutcome(t *testing.T) {
 	}
 	if got := read(t, db, "SELECT count(*) FROM t"); got[0][0] != int64(3) {
 		t.Fatalf("rows: %v, want 3", got)
+	}
+}
+
+// The long operations on a file of its own (quick_check, the checkpoint
+// of a loaded file) stop once their context is done, with ctx's error:
+// never a verdict on the file (not ErrLoadInvalid, so a node stopping in
+// the middle of a load never refuses it alone), and a load entry
+// interrupted there is applied again, whole, by the next call.
+func TestDB_LongOperationsStopWithContext(t *testing.T) {
+	dir := t.TempDir()
+	// A plain SQLite file to load.
+	src := filepath.Join(dir, "src.sqlite")
+	c, err := sqlite.OpenConn(src, sqlite.OpenReadWrite|sqlite.OpenCreate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sqlitex.ExecuteScript(c, "CREATE TABLE n(x); INSERT INTO n VALUES(1), (2);", nil); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	srcBytes, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetch := func(name string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, srcBytes, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	stopped, stop := context.WithCancel(context.Background())
+	stop()
+
+	if err := PrepareLoadFile(stopped, fetch("check.sqlite"), ""); !errors.Is(err, context.Canceled) || errors.Is(err, ErrLoadInvalid) {
+		t.Fatalf("PrepareLoadFile, stopped: got %v, want context.Canceled and not ErrLoadInvalid", err)
+	}
+	if err := PrepareLoadFile(context.Background(), fetch("check.sqlite"), ""); err != nil {
+		t.Fatalf("PrepareLoadFile: %v", err)
+	}
+
+	// The loader's context ends while the fetched file is being prepared.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db, err := Open(filepath.Join(dir, "db.sqlite"), Options{Node: "n1", Readers: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Loader: func(lctx context.Context, seq uint64, l *Load, dir string) (string, bool, error) {
+			p := fetch("fetched.sqlite")
+			cancel() // the node stops
+			return p, false, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	load := (&Entry{Node: "n1", Token: "load", Time: 1700000000000, Load: &Load{Bucket: "b", Object: "o"}}).Encode()
+	outcome, stopWaiting := db.Await("load")
+	defer stopWaiting()
+	if err := db.ApplyBatch(ctx, []Msg{{Seq: 1, Data: load}}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("load interrupted: got %v, want context.Canceled", err)
+	}
+	if got := db.Applied(); got != 0 {
+		t.Fatalf("load interrupted: applied %d, want 0", got)
+	}
+	select {
+	case o := <-outcome:
+		t.Fatalf("load interrupted: an outcome was delivered: %+v", o)
+	default:
+	}
+	if err := db.ApplyBatch(context.Background(), []Msg{{Seq: 1, Data: load}}); err != nil {
+		t.Fatal(err)
+	}
+	if o := <-outcome; len(o.Results) != 1 || o.Results[0].Error != "" {
+		t.Fatalf("load: outcome %+v", o)
+	}
+	if got := read(t, db, "SELECT count(*) FROM n"); got[0][0] != int64(2) {
+		t.Fatalf("loaded rows: %v, want 2", got)
+	}
+
+	path := filepath.Join(dir, "db.sqlite")
+	if _, err := ReadSnapshotInfo(stopped, path); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ReadSnapshotInfo, stopped: got %v, want context.Canceled", err)
+	}
+	if info, err := ReadSnapshotInfo(context.Background(), path); err != nil || info.Seq != 1 {
+		t.Fatalf("ReadSnapshotInfo: %+v, %v; want sequence 1", info, err)
+	}
+	if _, err := db.Snapshot(stopped, filepath.Join(dir, "snap.sqlite")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Snapshot, stopped: got %v, want context.Canceled", err)
 	}
 }
 

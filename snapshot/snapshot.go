@@ -480,7 +480,7 @@ func (s *Store) fetchOnce(parent context.Context, db, dir string) (string, *Meta
 		return "", nil, err
 	}
 	f.Close()
-	info, err := apply.ReadSnapshotInfo(path)
+	info, err := apply.ReadSnapshotInfo(parent, path) // local work: not the download's budget
 	if err != nil {
 		os.Remove(path)
 		return "", nil, fmt.Errorf("snapshot of %s is not usable: %w", db, err)
