@@ -117,7 +117,7 @@ func TestMain_SIGTERMDuringLongEntry(t *testing.T) {
 
 	// The file holds everything before the entry and nothing of it: the
 	// entry is applied again, whole and once, when the node starts again.
-	info, err := apply.ReadSnapshotInfo(filepath.Join(dir, "main.sqlite"))
+	info, err := apply.ReadSnapshotInfo(context.Background(), filepath.Join(dir, "main.sqlite"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -205,13 +205,13 @@ func preupdateCallback(tls *libc.TLS, arg, db uintptr, op int32, zDb, zTbl uintp
 	}
 }
 
-// satMul returns a*b, or max if that is more.
-func satMul(a, b, max uint64) uint64 {
+// satMul returns a*b, or limit if that is more.
+func satMul(a, b, limit uint64) uint64 {
 	if a == 0 || b == 0 {
 		return 0
 	}
-	if a > math.MaxUint64/b || a*b > max {
-		return max
+	if a > math.MaxUint64/b || a*b > limit {
+		return limit
 	}
 	return a * b
 }

@@ -24,6 +24,22 @@ import (
 var connMu sync.Mutex
 
 // closeSQLite closes c under connMu (see connMu).
+// interruptOn makes the statements of c, a connection of a long
+// operation of its own (a quick_check, a checkpoint of a whole file),
+// stop once ctx is done (SQLITE_INTERRUPT). The returned func, deferred,
+// lifts the interrupt and, when ctx is done and *err is set, makes *err
+// ctx's error, wrapped with what: an interrupted check is never a verdict
+// on the file.
+func interruptOn(ctx context.Context, c *sqlite.Conn, err *error, what string) func() {
+	c.SetInterrupt(ctx.Done())
+	return func() {
+		c.SetInterrupt(nil)
+		if *err != nil && ctx.Err() != nil {
+			*err = fmt.Errorf("%s: %w", what, ctx.Err())
+		}
+	}
+}
+
 func closeSQLite(c *sqlite.Conn) error {
 	connMu.Lock()
 	defer connMu.Unlock()

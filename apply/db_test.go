@@ -3,40 +3,52 @@ package apply
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
+	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
+	"modernc.org/libc"
 	"zombiezen.com/go/sqlite"
 	"zombiezen.com/go/sqlite/sqlitex"
 )
 
 // TestRaw guards the private layout of zombiezen's types that raw.go
-// reads through reflect: if a zombiezen upgrade renames or retypes a field,
-// this fails before anything else does.
+// reads through reflect and unsafe: if a zombiezen upgrade renames or
+// retypes a field, this fails before anything else does. It also checks
+// that stepWrite, which steps writes with the C API, reports errors in
+// the words zombiezen's Stmt.Step uses, so a statement's error text does
+// not depend on which of the two ran it.
 func TestRaw(t *testing.T) {
+	tlsType := reflect.TypeOf((*libc.TLS)(nil))
+	handle := reflect.TypeOf(uintptr(0))
 	for _, c := range []struct {
 		typ    reflect.Type
 		field  string
-		kind   reflect.Kind
+		want   reflect.Type
 		reason string
 	}{
-		{reflect.TypeOf(sqlite.Conn{}), "tls", reflect.Pointer, "connHandles"},
-		{reflect.TypeOf(sqlite.Conn{}), "conn", reflect.Uintptr, "connHandles"},
-		{reflect.TypeOf(sqlite.Stmt{}), "stmt", reflect.Uintptr, "stmtHandle"},
-		{reflect.TypeOf(sqlite.Action{}), "arg2", reflect.String, "actionArg2"},
-		{reflect.TypeOf(sqlite.Context{}), "tls", reflect.Pointer, "funcError"},
-		{reflect.TypeOf(sqlite.Context{}), "ptr", reflect.Uintptr, "funcError"},
-		{reflect.TypeOf(sqlite.Stmt{}), "bindErr", reflect.Interface, "bindErr"},
+		{reflect.TypeOf(sqlite.Conn{}), "tls", tlsType, "connHandles"},
+		{reflect.TypeOf(sqlite.Conn{}), "conn", handle, "connHandles"},
+		{reflect.TypeOf(sqlite.Stmt{}), "stmt", handle, "stmtHandle"},
+		{reflect.TypeOf(sqlite.Stmt{}), "bindErr", reflect.TypeOf((*error)(nil)).Elem(), "bindErr"},
+		{reflect.TypeOf(sqlite.Action{}), "arg2", reflect.TypeOf(""), "actionArg2"},
+		{reflect.TypeOf(sqlite.Context{}), "tls", tlsType, "funcError, contextTLS"},
+		{reflect.TypeOf(sqlite.Context{}), "ptr", handle, "funcError"},
+		{reflect.TypeOf(sqlite.Value{}), "tls", tlsType, "numericArg"},
+		{reflect.TypeOf(sqlite.Value{}), "ptrOrType", handle, "numericArg"},
 	} {
 		f, ok := c.typ.FieldByName(c.field)
 		if !ok {
 			t.Errorf("%s has no field %s (used by %s)", c.typ, c.field, c.reason)
 			continue
 		}
-		if f.Type.Kind() != c.kind {
-			t.Errorf("%s.%s is a %s, want %s (used by %s)", c.typ, c.field, f.Type.Kind(), c.kind, c.reason)
+		if f.Type != c.want {
+			t.Errorf("%s.%s is a %s, want %s (used by %s)", c.typ, c.field, f.Type, c.want, c.reason)
 		}
 	}
 	// And the helpers work on a live connection.
@@ -47,6 +59,79 @@ func TestRaw(t *testing.T) {
 		t.Errorf("column names: got %v, want %v (duplicates kept)", got[2].Columns, want)
 	} else if want := []string{"INTEGER", "INTEGER", "TEXT"}; !reflect.DeepEqual(got[2].Types, want) {
 		t.Errorf("declared types: got %v, want %v", got[2].Types, want)
+	}
+
+	// stepWrite and Stmt.Step fail alike: the same error text, and
+	// sqlErrorText gives the same message either way.
+	wc, err := openConn(filepath.Join(t.TempDir(), "step.sqlite"), sqlite.OpenReadWrite|sqlite.OpenCreate|sqlite.OpenNoMutex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := newConn(wc)
+	if err != nil {
+		closeSQLite(wc)
+		t.Fatal(err)
+	}
+	defer c.close()
+	for _, q := range []string{
+		"CREATE TABLE u(k INTEGER PRIMARY KEY, v TEXT NOT NULL CHECK (v <> 'bad'))",
+		"CREATE TRIGGER abort BEFORE INSERT ON u WHEN new.v = 'abort' BEGIN SELECT RAISE(ABORT, 'aborted by trigger'); END",
+		"CREATE TRIGGER fail BEFORE INSERT ON u WHEN new.v = 'fail' BEGIN SELECT RAISE(FAIL, 'failed by trigger'); END",
+		"INSERT INTO u VALUES(1, 'one')",
+	} {
+		if err := c.exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	closed := make(chan struct{})
+	close(closed)
+	for _, w := range []struct {
+		sql       string
+		interrupt bool
+		bind      any
+	}{
+		{sql: "INSERT INTO u VALUES(1, 'again')"},                                       // UNIQUE (the primary key)
+		{sql: "INSERT INTO u VALUES(2, NULL)"},                                          // NOT NULL
+		{sql: "INSERT INTO u VALUES(3, 'bad')"},                                         // CHECK
+		{sql: "INSERT INTO u VALUES(4, 'abort')"},                                       // RAISE(ABORT)
+		{sql: "INSERT INTO u VALUES(5, 'fail')"},                                        // RAISE(FAIL)
+		{sql: "INSERT INTO u VALUES(6, abs(-9223372036854775808))"},                     // integer overflow
+		{sql: "INSERT INTO u VALUES(7, ?)", bind: strings.Repeat("x", MaxValueBytes+1)}, // bind error (too big)
+		{sql: "INSERT INTO u VALUES(8, 'eight')", interrupt: true},                      // interrupted
+	} {
+		run := func(raw bool) error {
+			cs, err := c.prepare(w.sql)
+			if err != nil {
+				t.Fatalf("%s: prepare: %v", w.sql, err)
+			}
+			defer cs.release()
+			if w.bind != nil {
+				bindValue(cs.stmt, 1, w.bind)
+			}
+			var done <-chan struct{}
+			if w.interrupt {
+				done = closed
+			}
+			if raw {
+				_, _, err = c.stepWrite(cs, done)
+				return err
+			}
+			c.c.SetInterrupt(done)
+			defer c.c.SetInterrupt(nil)
+			_, err = cs.stmt.Step()
+			return err
+		}
+		rawErr, stepErr := run(true), run(false)
+		if rawErr == nil || stepErr == nil {
+			t.Errorf("%s: stepWrite %v, Step %v: want both to fail", w.sql, rawErr, stepErr)
+			continue
+		}
+		if rawErr.Error() != stepErr.Error() {
+			t.Errorf("%s: stepWrite says %q, Step says %q", w.sql, rawErr, stepErr)
+		}
+		if a, b := sqlErrorText(rawErr, w.sql), sqlErrorText(stepErr, w.sql); a != b {
+			t.Errorf("%s: sqlErrorText %q after stepWrite, %q after Step", w.sql, a, b)
+		}
 	}
 }
 
@@ -94,6 +179,47 @@ func TestDB_AppliedSeqCommitsWithEntries(t *testing.T) {
 	db2 := openDB(t, path)
 	if got := db2.Applied(); got != 3 {
 		t.Fatalf("reopened: applied %d, want 3", got)
+	}
+	db2.Close()
+
+	// Storing the sequence after the batch's entries ran fails (a trigger
+	// added with a plain connection refuses the store at the batch's end;
+	// the batch's start stores it too, changing it, see flushFirstFrame):
+	// the entries are rolled back with it.
+	plain := func(q string) {
+		t.Helper()
+		c, err := sqlite.OpenConn(path, sqlite.OpenReadWrite)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := sqlitex.ExecuteTransient(c, q, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plain("CREATE TRIGGER refuse BEFORE UPDATE ON _nqlite_meta WHEN new.key = 'applied_seq' AND new.value = 5 AND old.value = 5 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+	db3 := openDB(t, path)
+	more := []Msg{
+		{Seq: 4, Data: entry(0, 0, false, "INSERT INTO t VALUES(3)")},
+		{Seq: 5, Data: entry(0, 0, false, "INSERT INTO t VALUES(4)")},
+	}
+	if err := db3.ApplyBatch(context.Background(), more); err == nil || !strings.Contains(err.Error(), "store applied sequence") {
+		t.Fatalf("got %v, want the store of the applied sequence to fail", err)
+	}
+	if got := db3.Applied(); got != 3 {
+		t.Fatalf("after the failed store: applied %d, want 3", got)
+	}
+	if got := read(t, db3, "SELECT count(*) FROM t"); got[0][0] != int64(2) {
+		t.Fatalf("after the failed store: %v rows, want 2 (the batch's entries are rolled back with the sequence)", got[0][0])
+	}
+	db3.Close()
+	plain("DROP TRIGGER refuse")
+	db4 := openDB(t, path)
+	if err := db4.ApplyBatch(context.Background(), more); err != nil {
+		t.Fatal(err)
+	}
+	if got, rows := db4.Applied(), read(t, db4, "SELECT count(*) FROM t"); got != 5 || rows[0][0] != int64(4) {
+		t.Fatalf("applied again: sequence %d with %v rows, want 5 with 4", got, rows[0][0])
 	}
 }
 
@@ -235,6 +361,93 @@ func TestDB_LocalFailureIsNotAnOutcome(t *testing.T) {
 	}
 	if got := read(t, db, "SELECT count(*) FROM t"); got[0][0] != int64(3) {
 		t.Fatalf("rows: %v, want 3", got)
+	}
+}
+
+// The long operations on a file of its own (quick_check, the checkpoint
+// of a loaded file) stop once their context is done, with ctx's error:
+// never a verdict on the file (not ErrLoadInvalid, so a node stopping in
+// the middle of a load never refuses it alone), and a load entry
+// interrupted there is applied again, whole, by the next call.
+func TestDB_LongOperationsStopWithContext(t *testing.T) {
+	dir := t.TempDir()
+	// A plain SQLite file to load.
+	src := filepath.Join(dir, "src.sqlite")
+	c, err := sqlite.OpenConn(src, sqlite.OpenReadWrite|sqlite.OpenCreate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sqlitex.ExecuteScript(c, "CREATE TABLE n(x); INSERT INTO n VALUES(1), (2);", nil); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	srcBytes, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetch := func(name string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, srcBytes, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	stopped, stop := context.WithCancel(context.Background())
+	stop()
+
+	if err := PrepareLoadFile(stopped, fetch("check.sqlite"), ""); !errors.Is(err, context.Canceled) || errors.Is(err, ErrLoadInvalid) {
+		t.Fatalf("PrepareLoadFile, stopped: got %v, want context.Canceled and not ErrLoadInvalid", err)
+	}
+	if err := PrepareLoadFile(context.Background(), fetch("check.sqlite"), ""); err != nil {
+		t.Fatalf("PrepareLoadFile: %v", err)
+	}
+
+	// The loader's context ends while the fetched file is being prepared.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db, err := Open(filepath.Join(dir, "db.sqlite"), Options{Node: "n1", Readers: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Loader: func(lctx context.Context, seq uint64, l *Load, dir string) (string, bool, error) {
+			p := fetch("fetched.sqlite")
+			cancel() // the node stops
+			return p, false, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	load := (&Entry{Node: "n1", Token: "load", Time: 1700000000000, Load: &Load{Bucket: "b", Object: "o"}}).Encode()
+	outcome, stopWaiting := db.Await("load")
+	defer stopWaiting()
+	if err := db.ApplyBatch(ctx, []Msg{{Seq: 1, Data: load}}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("load interrupted: got %v, want context.Canceled", err)
+	}
+	if got := db.Applied(); got != 0 {
+		t.Fatalf("load interrupted: applied %d, want 0", got)
+	}
+	select {
+	case o := <-outcome:
+		t.Fatalf("load interrupted: an outcome was delivered: %+v", o)
+	default:
+	}
+	if err := db.ApplyBatch(context.Background(), []Msg{{Seq: 1, Data: load}}); err != nil {
+		t.Fatal(err)
+	}
+	if o := <-outcome; len(o.Results) != 1 || o.Results[0].Error != "" {
+		t.Fatalf("load: outcome %+v", o)
+	}
+	if got := read(t, db, "SELECT count(*) FROM n"); got[0][0] != int64(2) {
+		t.Fatalf("loaded rows: %v, want 2", got)
+	}
+
+	path := filepath.Join(dir, "db.sqlite")
+	if _, err := ReadSnapshotInfo(stopped, path); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ReadSnapshotInfo, stopped: got %v, want context.Canceled", err)
+	}
+	if info, err := ReadSnapshotInfo(context.Background(), path); err != nil || info.Seq != 1 {
+		t.Fatalf("ReadSnapshotInfo: %+v, %v; want sequence 1", info, err)
+	}
+	if _, err := db.Snapshot(stopped, filepath.Join(dir, "snap.sqlite")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Snapshot, stopped: got %v, want context.Canceled", err)
 	}
 }
 

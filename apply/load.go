@@ -112,7 +112,7 @@ func (db *DB) applyLoad(seq uint64, e *Entry, data []byte) error {
 // as is).
 func (db *DB) prepareLoad(seq uint64, e *Entry, path string, snap bool, counts ChangeCounts, dst DigestState) (string, error) {
 	if snap {
-		info, err := ReadSnapshotInfo(path)
+		info, err := ReadSnapshotInfo(db.actx, path)
 		if err == nil && info.Seq < seq {
 			err = fmt.Errorf("the snapshot holds sequence %d, before the load entry", info.Seq)
 		}
@@ -131,7 +131,7 @@ func (db *DB) prepareLoad(seq uint64, e *Entry, path string, snap bool, counts C
 		}
 		return out, nil
 	}
-	if err := prepareFile(path, "", seq, &counts, &dst); err != nil {
+	if err := prepareFile(db.actx, path, "", seq, &counts, &dst); err != nil {
 		return "", err
 	}
 	return path, nil
@@ -152,7 +152,13 @@ func (db *DB) prepareLoad(seq uint64, e *Entry, path string, snap bool, counts C
 // not SQLite (encrypted, compressed, another format), a -wal or -journal
 // file rather than a database, corrupt (PRAGMA quick_check), a -wal that
 // is not one. path (and wal) are removed on error.
-func PrepareLoadFile(path, wal string) error { return prepareFile(path, wal, 0, nil, nil) }
+//
+// The check and the checkpoint read the whole file: once ctx is done they
+// are interrupted and the error wraps ctx.Err(), never ErrLoadInvalid (an
+// interrupted check says nothing about the file).
+func PrepareLoadFile(ctx context.Context, path, wal string) error {
+	return prepareFile(ctx, path, wal, 0, nil, nil)
+}
 
 // File signatures (https://sqlite.org/fileformat2.html).
 var (
@@ -231,7 +237,7 @@ func checkWAL(wal string, pageSize int) error {
 // and, unless nil, counts as the change counts and dst as the running
 // digest (nil: the file keeps no digest, whatever it held: one made by
 // another nqlite database is not this one's).
-func prepareFile(path, wal string, seq uint64, counts *ChangeCounts, dst *DigestState) (err error) {
+func prepareFile(ctx context.Context, path, wal string, seq uint64, counts *ChangeCounts, dst *DigestState) (err error) {
 	removeAll := func() {
 		for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
 			os.Remove(p)
@@ -275,6 +281,7 @@ func prepareFile(path, wal string, seq uint64, counts *ChangeCounts, dst *Digest
 			err = fmt.Errorf("close: %w", cerr)
 		}
 	}()
+	defer interruptOn(ctx, c, &err, "prepare the loaded database")()
 	check := ""
 	err = sqlitex.ExecuteTransient(c, "PRAGMA quick_check", &sqlitex.ExecOptions{ResultFunc: func(s *sqlite.Stmt) error {
 		if check == "" {

@@ -53,7 +53,7 @@ func (db *DB) Snapshot(ctx context.Context, dst string) (SnapshotInfo, error) {
 		os.Remove(dst)
 		return SnapshotInfo{}, fmt.Errorf("snapshot: %w", err)
 	}
-	info, err := ReadSnapshotInfo(dst)
+	info, err := ReadSnapshotInfo(ctx, dst)
 	if err == nil {
 		var h ContentHash
 		if h, err = HashFile(ctx, dst); err == nil {
@@ -125,8 +125,9 @@ func copyPages(ctx context.Context, src, dst string) error {
 // ReadSnapshotInfo checks a SQLite file with PRAGMA quick_check and reads
 // the applied sequence, running digest and page count it holds. A file that is not a
 // SQLite database, fails the check or has no nqlite sequence is an error.
-func ReadSnapshotInfo(path string) (SnapshotInfo, error) {
-	var info SnapshotInfo
+// The check reads the whole file: once ctx is done it is interrupted and
+// the error wraps ctx.Err() (which says nothing about the file).
+func ReadSnapshotInfo(ctx context.Context, path string) (info SnapshotInfo, err error) {
 	if _, err := os.Stat(path); err != nil {
 		return info, err
 	}
@@ -136,6 +137,7 @@ func ReadSnapshotInfo(path string) (SnapshotInfo, error) {
 		return info, fmt.Errorf("%s: %w", path, err)
 	}
 	defer closeSQLite(c)
+	defer interruptOn(ctx, c, &err, path)()
 	check := ""
 	err = sqlitex.ExecuteTransient(c, "PRAGMA quick_check", &sqlitex.ExecOptions{ResultFunc: func(s *sqlite.Stmt) error {
 		if check == "" {

@@ -1,6 +1,7 @@
 package service_test
 
 import (
+	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -42,7 +43,7 @@ func TestNode_StopDuringLongEntry(t *testing.T) {
 	servicetest.WaitFor(t, 10*time.Second, "the long entry to be stored", func() bool { return node.Stats("main").StreamLastSeq >= resp.Seq })
 	stopWithin(t, node, 10*time.Second)
 	node.NC.Close()
-	info, err := apply.ReadSnapshotInfo(filepath.Join(node.DataDir, "main.sqlite"))
+	info, err := apply.ReadSnapshotInfo(context.Background(), filepath.Join(node.DataDir, "main.sqlite"))
 	if err != nil {
 		t.Fatal(err)
 	}

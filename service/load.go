@@ -195,7 +195,7 @@ func (n *Node) checkLoad(ctx context.Context, d *database, e *apply.Entry, req *
 			return false, fetchErr(req.WALObject, err)
 		}
 	}
-	if err := apply.PrepareLoadFile(path, wal); err != nil {
+	if err := apply.PrepareLoadFile(ctx, path, wal); err != nil {
 		return false, loadCheckErr(req.Object, err)
 	}
 	if wal == "" {

@@ -313,7 +313,7 @@ func (n *Node) openDatabase(name string) (*database, error) {
 	if !n.cfg.Checkpoint.Disabled {
 		d.cps = newCheckpoints(n, d)
 	}
-	if _, err := apply.ReadSnapshotInfo(d.path); err == nil {
+	if _, err := apply.ReadSnapshotInfo(n.ctx, d.path); err == nil {
 		db, err := apply.Open(d.path, n.applyOptions(d))
 		if err != nil {
 			return nil, err
@@ -452,6 +452,9 @@ func (n *Node) runDatabase(d *database) error {
 	}
 	if d.db == nil {
 		if err := n.prepareLocal(n.ctx, d, d.path, bounds.FirstSeq); err != nil {
+			if n.ctx.Err() != nil {
+				return nil
+			}
 			return err
 		}
 		db, err := apply.Open(d.path, n.applyOptions(d))

@@ -53,10 +53,12 @@ func SnapshotSubject(db string) string { return api.SnapshotSubject(db) }
 // replays the stream from the start, which works while nothing was purged.
 func (n *Node) prepareLocal(ctx context.Context, d *database, path string, firstSeq uint64) error {
 	applied, exists := uint64(0), true
-	info, err := apply.ReadSnapshotInfo(path)
+	info, err := apply.ReadSnapshotInfo(ctx, path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		exists = false
+	case err != nil && ctx.Err() != nil:
+		return err // stopped during the check: the file was not judged
 	case err != nil:
 		aside := fmt.Sprintf("%s.corrupt-%d", path, time.Now().Unix())
 		n.log.Error("local database unreadable: moving it aside and rebuilding", "db", d.name, "err", err, "moved_to", aside)

@@ -1,6 +1,9 @@
 // Package snapshot stores consistent SQLite snapshots of nqlite databases
-// in the JetStream Object Store, restores nodes from them, and purges the
-// stream entries they cover. It knows JetStream and apply, not micro.
+// in the JetStream Object Store and restores nodes from them. It knows
+// JetStream's Object Store and KV and package apply, not micro, and never
+// touches the entry stream: purging the entries a stored snapshot covers
+// is asked of package service/stream (Stream.PurgeBelow) by the service,
+// right after Take stored the snapshot.
 //
 // One object per database (its name is the database name) in the bucket
 // NQLITE_SNAPSHOTS; its metadata holds the stream sequence the snapshot
@@ -480,7 +483,7 @@ func (s *Store) fetchOnce(parent context.Context, db, dir string) (string, *Meta
 		return "", nil, err
 	}
 	f.Close()
-	info, err := apply.ReadSnapshotInfo(path)
+	info, err := apply.ReadSnapshotInfo(parent, path) // local work: not the download's budget
 	if err != nil {
 		os.Remove(path)
 		return "", nil, fmt.Errorf("snapshot of %s is not usable: %w", db, err)

@@ -225,8 +225,8 @@ func (c *Client) Send(ctx context.Context, db string, ep Endpoint, payload []byt
 	if !api.ValidDBName(db) {
 		return nil, nil, fmt.Errorf("database name %q: use 1-64 of A-Z a-z 0-9 _ -", db)
 	}
-	if max := c.nc.MaxPayload(); max > 0 && int64(len(payload)) > max {
-		return nil, nil, &PayloadError{Size: len(payload), Max: max}
+	if limit := c.nc.MaxPayload(); limit > 0 && int64(len(payload)) > limit {
+		return nil, nil, &PayloadError{Size: len(payload), Max: limit}
 	}
 	if timeoutMS <= 0 {
 		timeoutMS = api.DefaultTimeoutMS

@@ -46,6 +46,10 @@ type FollowOptions struct {
 	// drop, in tests, loses a delivery before Follow sees it, as a broken
 	// link would.
 	drop func(seq uint64) bool
+	// again, in tests, returns messages to deliver once more right after
+	// m, as a consumer started again from an older sequence, or a delivery
+	// repeated after a reconnect, would.
+	again func(m Msg) []Msg
 }
 
 // EventKind names what Follow met.
@@ -198,10 +202,20 @@ func (f *follower) run(ctx context.Context) (restart bool, err error) {
 		}
 		got.note(md)
 		f.s.noteLast(md.Sequence.Stream + md.NumPending)
+		msg := Msg{Seq: md.Sequence.Stream, Data: m.Data()}
 		select {
-		case ch <- Msg{Seq: md.Sequence.Stream, Data: m.Data()}:
+		case ch <- msg:
 		case <-stop:
 		case <-ctx.Done():
+		}
+		if f.opts.again != nil {
+			for _, r := range f.opts.again(msg) {
+				select {
+				case ch <- r:
+				case <-stop:
+				case <-ctx.Done():
+				}
+			}
 		}
 	}, jetstream.PullMaxMessages(MaxBatch), jetstream.PullHeartbeat(f.opts.Heartbeat))
 	if err != nil {

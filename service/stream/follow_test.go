@@ -373,13 +373,30 @@ func TestFollow_Stalled(t *testing.T) {
 }
 
 // A restart of the nats-server while following: the ordered consumer is
-// recreated after the reconnect; every message arrives once, in order.
+// recreated after the reconnect, and the messages delivered again after it
+// (a test hook repeats the three before the first one after the restart,
+// as a consumer started again from an older sequence would) are dropped
+// by sequence: every message is handed over once, in order.
 func TestFollow_RedeliveryAfterReconnect(t *testing.T) {
 	url, restart := startServer(t)
 	s, _ := openStream(t, url)
 	appendN(t, s, 10)
+	var mu sync.Mutex
+	seen := map[uint64]Msg{}
+	redelivered := 0
+	opts := FollowOptions{again: func(m Msg) []Msg {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[m.Seq] = m
+		if m.Seq != 11 || redelivered > 0 {
+			return nil
+		}
+		out := []Msg{seen[8], seen[9], seen[10], m}
+		redelivered = len(out)
+		return out
+	}}
 	r := &recorder{tb: t}
-	follow(t, s, 1, FollowOptions{}, r)
+	follow(t, s, 1, opts, r)
 	waitFor(t, "seq 10", func() bool { return r.last() == 10 })
 	restart()
 	var last uint64
@@ -400,6 +417,11 @@ func TestFollow_RedeliveryAfterReconnect(t *testing.T) {
 	waitFor(t, fmt.Sprintf("seq %d", last), func() bool { return r.last() == last })
 	if got, want := r.got(), seqs(1, last); !equal(got, want) {
 		t.Fatalf("got %v, want %v", got, want)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if redelivered != 4 {
+		t.Fatalf("%d messages delivered again, want 4 (8-11)", redelivered)
 	}
 }
 
