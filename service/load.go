@@ -169,12 +169,15 @@ func (n *Node) load(d *database, data []byte) (*LoadReply, error) {
 func (n *Node) checkLoad(ctx context.Context, d *database, e *apply.Entry, req *LoadRequest) (merged bool, err error) {
 	dir, err := os.MkdirTemp(n.cfg.DataDir, "load-check-*")
 	if err != nil {
-		return false, err
+		return false, api.NewError(api.KindUnavailable, "this node cannot make a directory to check the load in (%v): nothing was published", err)
 	}
 	defer os.RemoveAll(dir)
 	fetchErr := func(what string, err error) error {
-		if errors.Is(err, apply.ErrLoadInvalid) {
+		switch {
+		case errors.Is(err, apply.ErrLoadInvalid):
 			return api.Errorf(api.CodeBadRequest, "%s: %v", what, err)
+		case ctx.Err() != nil:
+			return api.NewError(api.KindNotStored, "fetching %s before publishing the load did not end within the request's timeout (%v): nothing was published; retry with a longer timeout_ms", what, err)
 		}
 		return api.Errorf(api.CodeUnavailable, "fetch %s: %v", what, err)
 	}
@@ -184,7 +187,7 @@ func (n *Node) checkLoad(ctx context.Context, d *database, e *apply.Entry, req *
 	}
 	if req.SQL {
 		if err := apply.CheckLoadSQL(ctx, path, e.Time, e.Seed, e.Budget); err != nil {
-			return false, loadCheckErr(req.Object, err)
+			return false, loadCheckErr(ctx, req.Object, err)
 		}
 		return false, nil
 	}
@@ -196,7 +199,7 @@ func (n *Node) checkLoad(ctx context.Context, d *database, e *apply.Entry, req *
 		}
 	}
 	if err := apply.PrepareLoadFile(ctx, path, wal); err != nil {
-		return false, loadCheckErr(req.Object, err)
+		return false, loadCheckErr(ctx, req.Object, err)
 	}
 	if wal == "" {
 		return false, nil
@@ -222,11 +225,18 @@ func (n *Node) checkLoad(ctx context.Context, d *database, e *apply.Entry, req *
 	return true, nil
 }
 
-// loadCheckErr is a 400 for a file every node would refuse, otherwise a
-// 500 (this node's own trouble: a full disk).
-func loadCheckErr(object string, err error) error {
-	if errors.Is(err, apply.ErrLoadInvalid) {
+// loadCheckErr is the answer to a load whose check before publishing
+// failed (err): 400 for a file every node would refuse; not_stored when
+// the request's time ran out during the check (ctx ended); otherwise
+// unavailable (this node's own trouble, such as a full disk: another node
+// may check it). Nothing was published in any case.
+func loadCheckErr(ctx context.Context, object string, err error) error {
+	switch {
+	case errors.Is(err, apply.ErrLoadInvalid):
 		return api.Errorf(api.CodeBadRequest, "object %s: %v", object, err)
+	case ctx.Err() != nil:
+		return api.NewError(api.KindNotStored, "checking object %s before publishing the load did not end within the request's timeout (%v): nothing was published; retry with a longer timeout_ms", object, err)
+	default:
+		return api.NewError(api.KindUnavailable, "this node could not check object %s (%v): nothing was published; retry (another node may answer) once the node's trouble is fixed", object, err)
 	}
-	return api.Errorf(api.CodeInternal, "check object %s: %v", object, err)
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/nqlite/nqlite/apply"
 	"github.com/nqlite/nqlite/service"
+	"github.com/nqlite/nqlite/service/api"
 	"github.com/nqlite/nqlite/service/client"
 	"github.com/nqlite/nqlite/service/servicetest"
 	"github.com/nqlite/nqlite/snapshot"
@@ -323,6 +324,33 @@ func TestLoad(t *testing.T) {
 		t.Fatal("a refused load reached the stream")
 	}
 	sameData(t, nc, n1, n2)
+}
+
+// TestLoad_CheckTimesOut: a load whose timeout_ms ends while the node
+// checks the dump before publishing it is answered not_stored (503:
+// nothing was published, safe to retry), not as a bug, and nothing
+// reaches the stream.
+func TestLoad_CheckTimesOut(t *testing.T) {
+	_, nc, n1, _, c := twoSnapNodes(t)
+	ok(t, do(t, c, "CREATE TABLE keep(x)"))
+	// Checking this dump runs its statements: tens of millions of rows,
+	// seconds at least, far past the 300 ms the request allows.
+	dump := "CREATE TABLE t(x);\nWITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 50000000) INSERT INTO t SELECT x FROM c;\n"
+	digest := upload(t, nc, "load/main/slow", []byte(dump))
+	last := n1.DB("main").Applied()
+	msg, err := nc.Request(service.LoadSubject("main"), []byte(fmt.Sprintf(
+		`{"bucket": %q, "object": "load/main/slow", "digest": %q, "sql": true, "timeout_ms": 300}`, snapshot.Bucket, digest)), 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := msg.Header.Get("Nats-Service-Error-Code")
+	_, derr := api.DecodeResponse(msg.Data, 503)
+	if code != "503" || !errors.Is(derr, client.ErrNotStored) {
+		t.Fatalf("load that timed out in its check: %s %v, want 503 not_stored", code, derr)
+	}
+	if n := streamEntries(t, nc, "main", last, streamLastSeq(t, nc, "main")); n != 0 {
+		t.Fatalf("%d entries reached the stream", n)
+	}
 }
 
 // TestSnapshot_SelfHealWhileRunning: a running node cut off from NATS while
