@@ -2,10 +2,14 @@ package service_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/nqlite/nqlite/service"
 	"github.com/nqlite/nqlite/service/api"
 	"github.com/nqlite/nqlite/service/servicetest"
 )
@@ -136,4 +140,59 @@ func scalarNoStrong(tb testing.TB, c interface {
 	}
 	n, _ := resp.Results[0].Values[0][0].(int64)
 	return n
+}
+
+// TestWrite_QueuedTimesOut: a write request that waits to be coalesced
+// while this node's previous entry is being published, and whose
+// timeout_ms ends before that publish returns, is answered not_stored
+// (503: it was never published, safe to retry) and never reaches the
+// stream, even once the publish in flight goes through.
+func TestWrite_QueuedTimesOut(t *testing.T) {
+	ns := servicetest.StartServer(t)
+	link := servicetest.NewLink(t, strings.TrimPrefix(ns.ClientURL(), "nats://"))
+	n := servicetest.StartNode(t, "nats://"+link.Addr(), service.Config{NodeID: "n1", DataDir: t.TempDir()})
+	ctx := context.Background()
+	write := func(v string, timeoutMS int) (*api.Response, error) {
+		return n.Do(ctx, "main", &api.Request{TimeoutMS: timeoutMS,
+			Statements: []api.Statement{{SQL: "INSERT INTO t(v) VALUES(?)", Params: []any{v}}}}, false)
+	}
+	if _, err := n.Do(ctx, "main", &api.Request{Statements: []api.Statement{{SQL: "CREATE TABLE t(v TEXT)"}}}, false); err != nil {
+		t.Fatal(err)
+	}
+
+	// The node's connection stalls: the next write's publish stays in flight.
+	link.Stall()
+	first := make(chan error, 1)
+	go func() {
+		_, err := write("first", 3000)
+		first <- err
+	}()
+	servicetest.WaitFor(t, 10*time.Second, "the first write's publish to be in flight", func() bool {
+		return n.Stats("main").Publishing == 1
+	})
+	_, err := write("queued", 300)
+	if !errors.Is(err, api.ErrNotStored) {
+		t.Fatalf("queued write past its timeout: %v, want not_stored", err)
+	}
+	if s := n.Stats("main"); s.WritesQueued != 0 {
+		t.Errorf("writes_queued %d after the queued write gave up, want 0", s.WritesQueued)
+	}
+
+	// The link comes back: the first write is applied, the queued one never.
+	link.Restore()
+	if err := <-first; err != nil && !errors.Is(err, api.ErrUnknown) {
+		t.Fatalf("first write: %v", err)
+	}
+	nc := servicetest.Connect(t, ns.ClientURL())
+	last := streamLastSeq(t, nc, "main")
+	if err := n.DB("main").WaitApplied(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := n.Do(ctx, "main", &api.Request{Statements: []api.Statement{{SQL: "SELECT count(*) FROM t WHERE v = 'queued'"}}}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.Results[0].Values[0][0]; fmt.Sprint(got) != "0" {
+		t.Fatalf("the write answered not_stored was applied (%v rows)", got)
+	}
 }

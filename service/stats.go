@@ -18,6 +18,9 @@ func (n *Node) stats(d *database) Stats {
 		State: d.getState().String(), SnapshotSeq: d.lastSnap.Load(), Restores: d.restores.Load(), ForeignSQLite: d.db.ForeignSQLite()}
 	s.Digest = d.db.Digest().Digest.String()
 	s.Heals = d.heals.Load()
+	d.writes.mu.Lock()
+	s.Publishing, s.WritesQueued = d.writes.busy, len(d.writes.queue)
+	d.writes.mu.Unlock()
 	if d.cps != nil {
 		d.cps.fill(&s)
 	}

@@ -16,6 +16,12 @@ type Stats struct {
 	Lag     uint64 `json:"lag"`
 	Skipped uint64 `json:"skipped"` // stream messages that were not valid entries, skipped
 	Waiting int64  `json:"waiting"` // requests waiting for this node to apply a sequence
+	// Publishing is how many entries of write requests this node is
+	// publishing now (0 or 1: one at a time per database), WritesQueued
+	// how many write requests wait meanwhile to be coalesced into its
+	// next entry (see Write coalescing in the README).
+	Publishing   int `json:"publishing"`
+	WritesQueued int `json:"writes_queued"`
 	// State is "serving"; "restoring" while the node replaces its
 	// database with a snapshot; "incompatible" once it met an entry of a
 	// newer format (it stopped applying: upgrade it); "diverged" while its
