@@ -533,11 +533,14 @@ func (n *Node) Stop() error {
 		n.cancel()
 		bg := make(chan struct{})
 		go func() { n.bg.Wait(); close(bg) }()
-		deadline := time.After(3 * time.Second)
+		// One deadline for the background loops and the apply loops
+		// together (a channel of time.After fires once: each wait needs
+		// its own).
+		deadline := time.Now().Add(3 * time.Second)
 		select {
 		case <-bg:
-		case <-deadline:
-			errs = append(errs, errors.New("a snapshot did not stop within 3s"))
+		case <-time.After(time.Until(deadline)):
+			errs = append(errs, errors.New("the snapshot or checkpoint loop did not stop within 3s"))
 		}
 		for _, d := range n.dbs {
 			select {
@@ -551,7 +554,7 @@ func (n *Node) Stop() error {
 				if d.db != nil { // runDatabase returned: d.db is settled
 					errs = append(errs, d.db.Close())
 				}
-			case <-deadline:
+			case <-time.After(time.Until(deadline)):
 				errs = append(errs, fmt.Errorf("database %s: the apply loop did not stop in time; its file is left to the process exit", d.name))
 			}
 		}
