@@ -1,6 +1,7 @@
 package service_test
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/nqlite/nqlite/service/api"
 	"github.com/nqlite/nqlite/service/client"
 	"github.com/nqlite/nqlite/service/servicetest"
+	"github.com/nqlite/nqlite/snapshot"
 )
 
 // stopWithin stops node and fails the test if Stop takes longer than d.
@@ -107,4 +109,119 @@ func TestLeaf_OfflineStart(t *testing.T) {
 
 func clientFor(tb testing.TB, url string) *client.Client {
 	return client.New(servicetest.Connect(tb, url))
+}
+
+// stopErrWithin stops node and returns Stop's error; it fails the test if
+// Stop takes longer than d.
+func stopErrWithin(tb testing.TB, node *servicetest.Node, d time.Duration) error {
+	tb.Helper()
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- node.Node.Stop() }()
+	select {
+	case err := <-done:
+		tb.Logf("stopped in %v", time.Since(start).Round(time.Millisecond))
+		return err
+	case <-time.After(d):
+		tb.Fatalf("Stop did not return within %v", d)
+		return nil
+	}
+}
+
+// waitStalledDownload waits until node's data dir holds a file matching
+// pattern (a download under way) and link has stalled (in its middle: the
+// object is larger than the link's allowance).
+func waitStalledDownload(tb testing.TB, node *servicetest.Node, link *servicetest.Link, pattern string) {
+	tb.Helper()
+	servicetest.WaitFor(tb, 30*time.Second, "a download to stall in its middle", func() bool {
+		m, _ := filepath.Glob(filepath.Join(node.DataDir, pattern))
+		return len(m) > 0 && link.Stalled()
+	})
+}
+
+// bigRows makes database main about 4 MB larger in one request: a snapshot
+// or load object of many NATS messages.
+const bigRows = "CREATE TABLE big(b); INSERT INTO big SELECT randomblob(500000) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 8) SELECT x FROM c)"
+
+// Stop while the node restores from a snapshot whose download stalled in
+// its middle (a link that silently drops every byte): the download ends
+// with the node's context, Stop ends well within 10 s with everything
+// closed (no error), and the node, started again, catches up.
+func TestNode_StopDuringStalledRestore(t *testing.T) {
+	ns := servicetest.StartServer(t)
+	nc := servicetest.Connect(t, ns.ClientURL())
+	n1 := servicetest.StartNode(t, ns.ClientURL(), snapCfg("n1"))
+	link := servicetest.NewLink(t, strings.TrimPrefix(ns.ClientURL(), "nats://"))
+	n2 := servicetest.StartNode(t, "nats://"+link.Addr(), snapCfg("n2"))
+	c := client.New(nc)
+	ok(t, do(t, c, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)"))
+	ok(t, do(t, c, bigRows))
+	last := streamInfo(t, nc).State.LastSeq
+	servicetest.WaitFor(t, 10*time.Second, "n2 to apply the first rows", func() bool { return n2.DB("main").Applied() >= last })
+	clients := ns.NumClients()
+	link.Cut()
+	servicetest.WaitFor(t, 10*time.Second, "the server to drop n2's connection", func() bool { return ns.NumClients() < clients })
+	writeRows(t, c, 0, 100) // n1 snapshots (4 MB) and purges past n2
+	servicetest.WaitFor(t, 10*time.Second, "a purge past n2", func() bool { return streamInfo(t, nc).State.FirstSeq > last+1 })
+
+	link.StallAfter(1 << 20) // n2 reconnects, finds the gap, and its download stalls after 1 MB
+	link.Restore()
+	waitStalledDownload(t, n2, link, "main.restore-*")
+	if st := n2.Stats("main"); st.State != "restoring" {
+		t.Fatalf("n2 state %q, want restoring", st.State)
+	}
+	if err := stopErrWithin(t, n2, 10*time.Second); err != nil {
+		t.Fatalf("stop during a stalled download: %v", err)
+	}
+	n2.NC.Close()
+
+	link.Restore()
+	n2 = servicetest.StartNode(t, "nats://"+link.Addr(), n2.Config)
+	writeRows(t, c, 100, 110)
+	sameData(t, nc, n1, n2)
+}
+
+// Stop while the node applies a load entry whose object's download stalled
+// in its middle: the same, and the node, started again, applies the load
+// once like the others.
+func TestNode_StopDuringStalledLoad(t *testing.T) {
+	ns := servicetest.StartServer(t)
+	nc := servicetest.Connect(t, ns.ClientURL())
+	cfg := func(id string) service.Config {
+		c := snapCfg(id)
+		c.Snapshot.Interval = time.Hour // the load object, not a snapshot, is fetched
+		return c
+	}
+	n1 := servicetest.StartNode(t, ns.ClientURL(), cfg("n1"))
+	link := servicetest.NewLink(t, strings.TrimPrefix(ns.ClientURL(), "nats://"))
+	n2 := servicetest.StartNode(t, "nats://"+link.Addr(), cfg("n2"))
+	c := client.New(nc)
+	ok(t, do(t, c, "CREATE TABLE t(x)"))
+	data := sqliteFile(t, bigRows)
+	digest := upload(t, nc, "load/main/big", data)
+	before := streamInfo(t, nc).State.LastSeq
+	servicetest.WaitFor(t, 10*time.Second, "n2 to apply everything", func() bool { return n2.DB("main").Applied() >= before })
+
+	release := n2.DB("main").Hold() // n2 fetches the object only when it applies the entry
+	defer release()
+	// Either node may answer; if n2 does, its answer fails when it stops.
+	go nc.Request(service.LoadSubject("main"), []byte(fmt.Sprintf(`{"bucket": %q, "object": "load/main/big", "digest": %q}`, snapshot.Bucket, digest)), time.Minute)
+	servicetest.WaitFor(t, 30*time.Second, "the load entry to be stored", func() bool { return streamInfo(t, nc).State.LastSeq > before })
+	link.StallAfter(1 << 20)
+	release()
+	waitStalledDownload(t, n2, link, "load-*")
+	if err := stopErrWithin(t, n2, 10*time.Second); err != nil {
+		t.Fatalf("stop during a stalled load: %v", err)
+	}
+	n2.NC.Close()
+	if got := n2.DB("main").Applied(); got != before {
+		t.Fatalf("n2 applied %d after the interrupted load, want %d", got, before)
+	}
+
+	link.Restore()
+	n2 = servicetest.StartNode(t, "nats://"+link.Addr(), n2.Config)
+	if got := readCount(t, n2, "SELECT count(*) FROM big"); got != 8 {
+		t.Fatalf("n2: %d loaded rows, want 8", got)
+	}
+	sameData(t, nc, n1, n2)
 }
