@@ -225,3 +225,17 @@ func TestNode_StopDuringStalledLoad(t *testing.T) {
 	}
 	sameData(t, nc, n1, n2)
 }
+
+// Stop of an edge node whose hub has been unreachable for a while (its
+// consumer resetting, each attempt refused, backing off) ends with
+// everything closed.
+func TestLeaf_StopWithHubDown(t *testing.T) {
+	hub := servicetest.StartHub(t)
+	e := startEdge(t, hub, "edge1", "n1")
+	ok(t, do(t, e.c, "CREATE TABLE t(x); INSERT INTO t VALUES(1)"))
+	e.cut(t)
+	servicetest.WaitFor(t, 30*time.Second, "the node to have missed JetStream for 3 s", func() bool { return e.node.Stats("main").StreamAgeMS > 3000 })
+	if err := stopErrWithin(t, e.node, 10*time.Second); err != nil {
+		t.Fatalf("stop with the hub down: %v", err)
+	}
+}
