@@ -1,11 +1,15 @@
 package service_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/nqlite/nqlite/apply"
 	"github.com/nqlite/nqlite/service"
@@ -88,12 +92,9 @@ func TestLeaf_OfflineStart(t *testing.T) {
 	if r.Node != "n2" || r.Results[0].Values[0][0] != int64(1) {
 		t.Fatalf("offline read: %+v", r)
 	}
-	for _, p := range []string{"INSERT INTO t(v) VALUES('offline')", `{"statements": ["SELECT 1"], "level": "strong"}`} {
-		e := doErr(t, e2.c, p)
-		if e.Code != api.CodeUnavailable || !strings.Contains(e.Message, "offline") {
-			t.Fatalf("%s while offline: %d %q, want 503 offline", p, e.Code, e.Message)
-		}
-	}
+	wantOffline503(t, e2.c, `{"statements": ["INSERT INTO t(v) VALUES('offline')"], "timeout_ms": 60000}`)
+	wantOffline503(t, e2.c, `{"statements": ["INSERT INTO t(v) VALUES('offline')"], "queue": true, "timeout_ms": 60000}`)
+	wantOffline503(t, e2.c, `{"statements": ["SELECT 1"], "level": "strong", "timeout_ms": 60000}`)
 	w = ok(t, do(t, e1.c, "INSERT INTO t(v) VALUES('during the outage')"))
 
 	e2.restore(t)
@@ -237,5 +238,83 @@ func TestLeaf_StopWithHubDown(t *testing.T) {
 	servicetest.WaitFor(t, 30*time.Second, "the node to have missed JetStream for 3 s", func() bool { return e.node.Stats("main").StreamAgeMS > 3000 })
 	if err := stopErrWithin(t, e.node, 10*time.Second); err != nil {
 		t.Fatalf("stop with the hub down: %v", err)
+	}
+}
+
+// wantOffline503 sends payload with a long timeout_ms and wants a 503
+// saying the node is offline: answered at once, not after the timeout
+// (the client's deadline is shorter than timeout_ms).
+func wantOffline503(tb testing.TB, c *client.Client, payload string) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := c.Do(ctx, "main", []byte(payload), 0)
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != api.CodeUnavailable || !strings.Contains(ae.Message, "offline") {
+		tb.Fatalf("%s while offline: %v, want 503 offline", payload, err)
+	}
+}
+
+// A node (re)started while its external NATS has no JetStream (here: the
+// server restarted without it) and holding a copy serves level none reads
+// from it, answers writes and strong reads with 503 at once, shows state
+// offline, and catches up by itself once JetStream is back. A node without
+// a copy waits for JetStream, says why in its log, and serves once it is
+// back.
+func TestNode_OfflineStartWithoutJetStream(t *testing.T) {
+	ns := servicetest.StartServer(t)
+	n1 := servicetest.StartNode(t, ns.ClientURL(), service.Config{NodeID: "n1"})
+	c := clientFor(t, ns.ClientURL())
+	w := ok(t, do(t, c, "CREATE TABLE t(v TEXT); INSERT INTO t VALUES('before')"))
+	n1.Stop(t)
+	noJS := servicetest.ShutdownServer(t, ns)(func(o *server.Options) { o.JetStream = false })
+
+	cfg := n1.Config
+	n1 = servicetest.StartNode(t, noJS.ClientURL(), cfg)
+	if st := n1.Stats("main"); st.State != "offline" || st.Applied != w.Seq {
+		t.Fatalf("stats: %+v, want state offline at %d", st, w.Seq)
+	}
+	c = clientFor(t, noJS.ClientURL())
+	if r := ok(t, do(t, c, `{"statements": ["SELECT count(*) FROM t"], "format": "values"}`)); r.Node != "n1" || r.Results[0].Values[0][0] != int64(1) {
+		t.Fatalf("offline read: %+v", r)
+	}
+	wantOffline503(t, c, `{"statements": ["INSERT INTO t VALUES('offline')"], "timeout_ms": 60000}`)
+	wantOffline503(t, c, `{"statements": ["INSERT INTO t VALUES('offline')"], "queue": true, "timeout_ms": 60000}`)
+	wantOffline503(t, c, `{"statements": ["SELECT 1"], "level": "strong", "timeout_ms": 60000}`)
+
+	// A node with no copy waits, and says why.
+	var logs logBuffer
+	started := make(chan error, 1)
+	var n2 *service.Node
+	nc2 := servicetest.Connect(t, noJS.ClientURL())
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		var err error
+		n2, err = service.Start(ctx, nc2, service.Config{NodeID: "n2", DataDir: t.TempDir(), Logger: logs.logger()})
+		started <- err
+	}()
+	servicetest.WaitFor(t, 30*time.Second, "n2 to log that it waits for JetStream", func() bool {
+		return strings.Contains(logs.String(), "waiting for JetStream: no local copy of the database to serve meanwhile")
+	})
+	select {
+	case err := <-started:
+		t.Fatalf("n2 started without JetStream and without a copy: %v", err)
+	default:
+	}
+
+	servicetest.ShutdownServer(t, noJS)(func(o *server.Options) { o.JetStream = true })
+	servicetest.WaitFor(t, 30*time.Second, "n1 to reach JetStream", func() bool { return n1.Stats("main").State == "serving" })
+	if err := <-started; err != nil {
+		t.Fatalf("n2: %v", err)
+	}
+	defer n2.Stop()
+	after := ok(t, do(t, c, "INSERT INTO t VALUES('after')"))
+	for _, n := range []*service.Node{n1.Node, n2} {
+		n := n
+		servicetest.WaitFor(t, 30*time.Second, n.ID()+" to apply the write", func() bool { return n.DB("main").Applied() >= after.Seq })
+	}
+	if got := readCount(t, &servicetest.Node{Node: n2}, "SELECT count(*) FROM t"); got != 2 {
+		t.Fatalf("n2 reads %d rows, want 2", got)
 	}
 }
