@@ -281,7 +281,15 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	// Once Start returns, the server knows the endpoints' subscriptions.
-	// (FlushWithContext refuses a context without a deadline.)
+	// (FlushWithContext refuses a context without a deadline.) A node
+	// serving a copy offline may not reach NATS at all: it starts all the
+	// same, and nats.go sends the subscriptions when it connects.
+	for _, d := range n.dbs {
+		if d.getState() == offline {
+			n.nc.FlushTimeout(time.Second)
+			return n, nil
+		}
+	}
 	fctx := ctx
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
