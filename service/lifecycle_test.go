@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,34 +20,38 @@ import (
 	"github.com/nqlite/nqlite/snapshot"
 )
 
-// stopWithin stops node and fails the test if Stop takes longer than d.
-func stopWithin(tb testing.TB, node *servicetest.Node, d time.Duration) {
-	tb.Helper()
-	done := make(chan struct{})
-	start := time.Now()
-	go func() {
-		node.Node.Stop()
-		close(done)
-	}()
-	select {
-	case <-done:
-		tb.Logf("stopped in %v", time.Since(start).Round(time.Millisecond))
-	case <-time.After(d):
-		tb.Fatalf("Stop did not return within %v", d)
+// longEntry is a write whose first statements insert 20 MB (more than
+// the page cache: its pages spill into the WAL while the entry runs, which
+// shows it is under way) and whose last runs until its budget ends (100M
+// steps: seconds).
+const longEntry = `{"statements": ["INSERT INTO t VALUES('in the entry')",
+	"INSERT INTO t SELECT zeroblob(100) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 200000) SELECT x FROM c)",
+	"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) INSERT INTO t SELECT x FROM c WHERE x < 0"], "queue": true}`
+
+// walSize returns the size of database main's WAL in dir (0: none).
+func walSize(dir string) int64 {
+	fi, err := os.Stat(filepath.Join(dir, "main.sqlite-wal"))
+	if err != nil {
+		return 0
 	}
+	return fi.Size()
 }
 
-// Stop in the middle of an entry that would run for minutes: the
-// statement is interrupted, the batch rolled back, Stop ends well within
-// 10 s, and the file holds everything before the entry and nothing of it.
+// Stop in the middle of a long entry: the statement running is
+// interrupted, the batch rolled back, Stop ends well within 10 s with
+// everything closed, and the file holds everything before the entry and
+// nothing of it; started again, the node applies the entry exactly once.
 func TestNode_StopDuringLongEntry(t *testing.T) {
 	ns := servicetest.StartServer(t)
-	node := servicetest.StartNode(t, ns.ClientURL(), service.Config{NodeID: "n1", MaxEntrySteps: service.MaxEntrySteps})
+	node := servicetest.StartNode(t, ns.ClientURL(), service.Config{NodeID: "n1", MaxEntrySteps: 100_000_000})
 	c := clientFor(t, ns.ClientURL())
 	ok(t, do(t, c, "CREATE TABLE t(x)"))
-	resp := ok(t, do(t, c, `{"statements": ["INSERT INTO t VALUES('in the entry')", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) INSERT INTO t SELECT x FROM c WHERE x < 0"], "queue": true}`))
-	servicetest.WaitFor(t, 10*time.Second, "the long entry to be stored", func() bool { return node.Stats("main").StreamLastSeq >= resp.Seq })
-	stopWithin(t, node, 10*time.Second)
+	before := walSize(node.DataDir)
+	resp := ok(t, do(t, c, longEntry))
+	servicetest.WaitFor(t, 60*time.Second, "the node to be inside the long entry", func() bool { return walSize(node.DataDir) > before+4<<20 })
+	if err := stopErrWithin(t, node, 10*time.Second); err != nil {
+		t.Fatalf("stop in the middle of an entry: %v", err)
+	}
 	node.NC.Close()
 	info, err := apply.ReadSnapshotInfo(filepath.Join(node.DataDir, "main.sqlite"))
 	if err != nil {
@@ -55,16 +60,28 @@ func TestNode_StopDuringLongEntry(t *testing.T) {
 	if info.Seq != resp.Seq-1 {
 		t.Fatalf("applied sequence in the file: %d, want %d (the interrupted entry is not applied)", info.Seq, resp.Seq-1)
 	}
+	cfg := node.Config
+	node = servicetest.StartNode(t, ns.ClientURL(), cfg) // caught up: the entry is applied
+	if got := readCount(t, node, "SELECT count(*) FROM t WHERE x = 'in the entry'"); got != 1 {
+		t.Fatalf("the entry's marker row %d times, want once", got)
+	}
+	if got := readCount(t, node, "SELECT count(*) FROM t"); got != 200001 {
+		t.Fatalf("%d rows, want the entry's 200001", got)
+	}
 }
 
-// Stop while the nats-server is gone ends all the same.
+// Stop while the nats-server has been gone for a while ends all the same,
+// with everything closed.
 func TestNode_StopNATSUnreachable(t *testing.T) {
 	ns := servicetest.StartServer(t)
 	node := servicetest.StartNode(t, ns.ClientURL(), service.Config{NodeID: "n1"})
 	c := clientFor(t, ns.ClientURL())
 	ok(t, do(t, c, "CREATE TABLE t(x); INSERT INTO t VALUES(1)"))
 	servicetest.ShutdownServer(t, ns)
-	stopWithin(t, node, 10*time.Second)
+	servicetest.WaitFor(t, 30*time.Second, "the node to have missed NATS for 3 s", func() bool { return node.Stats("main").StreamAgeMS > 3000 })
+	if err := stopErrWithin(t, node, 10*time.Second); err != nil {
+		t.Fatalf("stop with NATS gone: %v", err)
+	}
 }
 
 // An edge node restarted while its hub is down serves level none reads
