@@ -22,8 +22,8 @@ import (
 
 // longEntry is a write whose first statements insert 20 MB (more than
 // the page cache: its pages spill into the WAL while the entry runs, which
-// shows it is under way) and whose last runs until its budget ends (100M
-// steps: seconds).
+// shows it is under way) and whose last runs until its budget ends
+// (seconds).
 const longEntry = `{"statements": ["INSERT INTO t VALUES('in the entry')",
 	"INSERT INTO t SELECT zeroblob(100) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 200000) SELECT x FROM c)",
 	"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) INSERT INTO t SELECT x FROM c WHERE x < 0"], "queue": true}`
@@ -42,8 +42,12 @@ func walSize(dir string) int64 {
 // everything closed, and the file holds everything before the entry and
 // nothing of it; started again, the node applies the entry exactly once.
 func TestNode_StopDuringLongEntry(t *testing.T) {
+	steps := uint64(100_000_000)
+	if raceDetector {
+		steps = 10_000_000 // SQLite runs far slower: seconds all the same
+	}
 	ns := servicetest.StartServer(t)
-	node := servicetest.StartNode(t, ns.ClientURL(), service.Config{NodeID: "n1", MaxEntrySteps: 100_000_000})
+	node := servicetest.StartNode(t, ns.ClientURL(), service.Config{NodeID: "n1", MaxEntrySteps: steps})
 	c := clientFor(t, ns.ClientURL())
 	ok(t, do(t, c, "CREATE TABLE t(x)"))
 	before := walSize(node.DataDir)
