@@ -170,6 +170,18 @@ func run(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// From the first signal on (while starting or serving), a second one
+	// ends the process at once (Go's default action, once the signal is
+	// no longer caught), and a watchdog ends it after 10 s if anything
+	// still hangs.
+	go func() {
+		<-ctx.Done()
+		stop()
+		time.AfterFunc(10*time.Second, func() {
+			log.Error("stop took over 10s: exiting now (the database is safe: the entry being applied is applied again at start)")
+			os.Exit(1)
+		})
+	}()
 
 	url := c.natsURL
 	var ns *server.Server
@@ -212,17 +224,15 @@ func run(args []string) error {
 	})
 	cancel()
 	if err != nil {
+		if ctx.Err() != nil { // a signal: stopped as asked
+			log.Info("stopped before serving", "reason", err)
+			return nil
+		}
 		return err
 	}
 	log.Info("nqlite node serving", "node", c.nodeID, "dbs", c.dbs.String(), "subjects", "nqlite.query.<db>", "version", service.Version)
 	<-ctx.Done()
-	stop() // a second signal ends the process at once (Go's default action)
 	log.Info("stopping: draining requests and interrupting the batch being applied (a second signal exits at once)")
-	watchdog := time.AfterFunc(10*time.Second, func() {
-		log.Error("stop took over 10s: exiting now (the database is safe: the entry being applied is applied again at start)")
-		os.Exit(1)
-	})
-	defer watchdog.Stop()
 	return node.Stop()
 }
 

@@ -77,3 +77,37 @@ func BenchmarkBytes(b *testing.B) {
 	}
 	b.ReportMetric(float64(n)/time.Since(start).Seconds()/1e6, "MB/s")
 }
+
+// BenchmarkLargeValues measures what the step budget does not weigh:
+// statements whose every step builds or copies a multi-megabyte value
+// (100 rows per op), the figures behind the open limit the README states:
+//
+//	go test ./apply/ -run '^$' -bench BenchmarkLargeValues -benchtime 1x
+func BenchmarkLargeValues(b *testing.B) {
+	for _, bc := range []struct{ name, sql string }{
+		{"printf16MB", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 100) INSERT INTO t SELECT count(length(printf('%.*c', 16000000+x%2, 'x'))) FROM c"},
+		{"hexzeroblob8MB", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 100) INSERT INTO t SELECT count(length(hex(zeroblob(8000000+x%2)))) FROM c"},
+		{"cte1MB", "WITH RECURSIVE c(x, s) AS (SELECT 1, printf('%.*c', 1000000, 'x') UNION ALL SELECT x+1, s FROM c WHERE x < 100) INSERT INTO t SELECT count(length(s)) FROM c"},
+		{"cte16MB", "WITH RECURSIVE c(x, s) AS (SELECT 1, printf('%.*c', 16000000, 'x') UNION ALL SELECT x+1, s FROM c WHERE x < 100) INSERT INTO t SELECT count(length(s)) FROM c"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			db := openDB(b, filepath.Join(b.TempDir(), "db.sqlite"))
+			if err := db.ApplyBatch(context.Background(), []Msg{{Seq: 1, Data: entry(1, 1, false, "CREATE TABLE t(x)")}}); err != nil {
+				b.Fatal(err)
+			}
+			var steps uint64
+			db.traceCost = func(_ uint64, spent Budget) { steps += spent.Steps }
+			data := (&Entry{Node: "n1", Token: "t", Budget: Budget{Steps: DefaultSteps, Bytes: DefaultBytes}, Statements: stmts(bc.sql)}).Encode()
+			b.ResetTimer()
+			start := time.Now()
+			for i := 0; i < b.N; i++ {
+				if err := db.ApplyBatch(context.Background(), []Msg{{Seq: uint64(i + 2), Data: data}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			el := time.Since(start)
+			b.ReportMetric(float64(steps)/float64(b.N), "steps/op")
+			b.ReportMetric(el.Seconds()*1000/float64(100*b.N), "ms/row")
+		})
+	}
+}

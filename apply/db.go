@@ -15,6 +15,11 @@ import (
 	"zombiezen.com/go/sqlite"
 )
 
+// applyBusyTimeout is how long the apply connection waits for a lock
+// another process holds on the database file before the batch fails as a
+// local failure (see open).
+const applyBusyTimeout = 100 * time.Millisecond
+
 // Options configure Open.
 type Options struct {
 	// Node is this node's id; entries it published carry it.
@@ -165,7 +170,14 @@ func (db *DB) open() error {
 	if err != nil {
 		return err
 	}
-	wc.SetBusyTimeout(10 * time.Second)
+	// Only another process writing the file (or checkpointing it) makes
+	// the apply connection wait for a lock: nqlite's own readers never
+	// block it (WAL). Its statements, and so its busy waits, run with the
+	// process-wide prngMu held, which every other database's apply and
+	// every read's prepare on this node need: so the wait is short, and a
+	// lock held longer is a local failure (ErrLocal), retried with backoff
+	// by the caller outside the lock while the node reports it.
+	wc.SetBusyTimeout(applyBusyTimeout)
 	if db.w, err = newConn(wc); err != nil {
 		closeSQLite(wc)
 		return err

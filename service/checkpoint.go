@@ -151,6 +151,13 @@ func (c *checkpoints) run(ctx context.Context) {
 			continue
 		}
 		c.watch(ctx, w)
+		if ctx.Err() != nil {
+			// The watcher's subscription ends with ctx by itself
+			// (nats.Context); Stop would wait for JetStream to delete
+			// its consumer, the API timeout when JetStream is
+			// unreachable, and hold up the node's Stop.
+			return
+		}
 		w.Stop()
 	}
 }

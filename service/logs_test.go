@@ -26,6 +26,15 @@ func (b *logBuffer) Write(p []byte) (int, error) {
 	return b.buf.Write(p)
 }
 
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// logger is a logger writing to b at Info level and above.
+func (b *logBuffer) logger() *slog.Logger { return slog.New(slog.NewTextHandler(b, nil)) }
+
 func (b *logBuffer) lines(level string) []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()

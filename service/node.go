@@ -281,7 +281,15 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	// Once Start returns, the server knows the endpoints' subscriptions.
-	// (FlushWithContext refuses a context without a deadline.)
+	// (FlushWithContext refuses a context without a deadline.) A node
+	// serving a copy offline may not reach NATS at all: it starts all the
+	// same, and nats.go sends the subscriptions when it connects.
+	for _, d := range n.dbs {
+		if d.getState() == offline {
+			n.nc.FlushTimeout(time.Second)
+			return n, nil
+		}
+	}
 	fctx := ctx
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -536,11 +544,14 @@ func (n *Node) Stop() error {
 		n.cancel()
 		bg := make(chan struct{})
 		go func() { n.bg.Wait(); close(bg) }()
-		deadline := time.After(3 * time.Second)
+		// One deadline for the background loops and the apply loops
+		// together (a channel of time.After fires once: each wait needs
+		// its own).
+		deadline := time.Now().Add(3 * time.Second)
 		select {
 		case <-bg:
-		case <-deadline:
-			errs = append(errs, errors.New("a snapshot did not stop within 3s"))
+		case <-time.After(time.Until(deadline)):
+			errs = append(errs, errors.New("the snapshot or checkpoint loop did not stop within 3s"))
 		}
 		for _, d := range n.dbs {
 			select {
@@ -554,7 +565,7 @@ func (n *Node) Stop() error {
 				if d.db != nil { // runDatabase returned: d.db is settled
 					errs = append(errs, d.db.Close())
 				}
-			case <-deadline:
+			case <-time.After(time.Until(deadline)):
 				errs = append(errs, fmt.Errorf("database %s: the apply loop did not stop in time; its file is left to the process exit", d.name))
 			}
 		}

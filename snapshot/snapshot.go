@@ -433,10 +433,45 @@ func (s *Store) Fetch(ctx context.Context, db, dir string) (string, *Meta, error
 	return "", nil, lastErr
 }
 
+// download copies the object res into f and closes res. It returns when
+// the copy ends or, sooner, when ctx is done: the Object Store's reader
+// gives up only at its context's deadline (cancellation does not wake a
+// blocked read, and Close waits for the read), so a download stalled by
+// the network would otherwise hold up whoever cancelled it, a stopping
+// node among them, for the rest of its fetchBudget. An abandoned copy
+// ends at that deadline in the background. On an error f is closed and
+// its file removed (an abandoned copy's when it ends); on success f is
+// left open for the caller.
+func download(ctx context.Context, f *os.File, res io.ReadCloser) error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(f, res)
+		res.Close()
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		go func() {
+			if <-done == nil {
+				f.Close()
+				os.Remove(f.Name())
+			}
+		}()
+		return ctx.Err()
+	}
+}
+
 // fetchBudget is how long one download of size bytes may take: 20 s plus
 // 4 MB/s. The Object Store's reader only gives up at its context's
 // deadline (cancellation does not interrupt a blocked read), so the
-// deadline is what bounds a stalled download.
+// deadline is what bounds a stalled download nobody cancels (download
+// returns at a cancellation, and leaves the read to end here).
 func fetchBudget(size uint64) time.Duration {
 	return 20*time.Second + time.Duration(size/(4<<20))*time.Second
 }
@@ -458,23 +493,23 @@ func (s *Store) fetchOnce(parent context.Context, db, dir string) (string, *Meta
 	if err != nil {
 		return "", nil, fmt.Errorf("fetch snapshot of %s: %w", db, err)
 	}
-	defer res.Close()
 	oi, err := res.Info()
 	if err != nil {
+		res.Close()
 		return "", nil, err
 	}
 	m, err := metaOf(oi)
 	if err != nil {
+		res.Close()
 		return "", nil, err
 	}
 	f, err := os.CreateTemp(dir, filepath.Base(db)+".restore-*.sqlite")
 	if err != nil {
+		res.Close()
 		return "", nil, err
 	}
 	path := f.Name()
-	if _, err := io.Copy(f, res); err != nil {
-		f.Close()
-		os.Remove(path)
+	if err := download(ctx, f, res); err != nil {
 		return "", nil, fmt.Errorf("fetch snapshot of %s (digest check included): %w", db, err)
 	}
 	if err := f.Sync(); err != nil {
@@ -599,21 +634,21 @@ func FetchObject(ctx context.Context, js jetstream.JetStream, l *apply.Load, dir
 	if err != nil {
 		return "", err
 	}
-	defer res.Close()
 	info, err := res.Info()
 	if err != nil {
+		res.Close()
 		return "", err
 	}
 	if info.Digest != l.Digest {
+		res.Close()
 		return "", fmt.Errorf("%w: object %s has digest %s, the entry names %s", apply.ErrLoadInvalid, l.Object, info.Digest, l.Digest)
 	}
 	f, err := os.CreateTemp(dir, "load-*")
 	if err != nil {
+		res.Close()
 		return "", err
 	}
-	if _, err := io.Copy(f, res); err != nil {
-		f.Close()
-		os.Remove(f.Name())
+	if err := download(ctx, f, res); err != nil {
 		if errors.Is(err, jetstream.ErrDigestMismatch) {
 			return "", fmt.Errorf("%w: %v", apply.ErrLoadInvalid, err)
 		}

@@ -84,9 +84,12 @@ type Link struct {
 	ln      net.Listener
 	target  string
 	stalled atomic.Bool
-	mu      sync.Mutex
-	cut     bool
-	conns   map[net.Conn]struct{}
+	// allowance is how many more bytes pass before the link stalls by
+	// itself (StallAfter); negative: no such limit.
+	allowance atomic.Int64
+	mu        sync.Mutex
+	cut       bool
+	conns     map[net.Conn]struct{}
 }
 
 // NewLink listens on a random loopback port and forwards every connection
@@ -98,6 +101,7 @@ func NewLink(tb testing.TB, target string) *Link {
 		tb.Fatal(err)
 	}
 	l := &Link{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	l.allowance.Store(-1)
 	go l.accept()
 	tb.Cleanup(func() {
 		ln.Close()
@@ -127,12 +131,23 @@ func (l *Link) Cut() {
 // NAT that forgot the connection): only missing PONGs reveal it.
 func (l *Link) Stall() { l.stalled.Store(true) }
 
+// StallAfter lets n more bytes through (both directions together), then
+// stalls the link as Stall does: a way to stall a transfer in its middle,
+// say a snapshot download larger than n, without timing. It may be armed
+// while the link is cut (the bytes count from Restore); Restore after the
+// stall lifts both.
+func (l *Link) StallAfter(n int64) { l.allowance.Store(n) }
+
+// Stalled reports whether the link is stalled (by Stall or StallAfter).
+func (l *Link) Stalled() bool { return l.stalled.Load() }
+
 // Restore lets connections through again; the leaf node reconnects by
 // itself. Connections that lost bytes to Stall are closed first.
 func (l *Link) Restore() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.stalled.Swap(false) {
+		l.allowance.Store(-1)
 		for c := range l.conns {
 			c.Close()
 			delete(l.conns, c)
@@ -191,6 +206,9 @@ func (l *Link) pipe(dst, src net.Conn) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
+		if n > 0 && !l.stalled.Load() && l.allowance.Load() >= 0 && l.allowance.Add(-int64(n)) < 0 {
+			l.stalled.Store(true) // these bytes would pass the allowance: dropped
+		}
 		if n > 0 && !l.stalled.Load() {
 			if _, err := dst.Write(buf[:n]); err != nil {
 				return

@@ -50,6 +50,10 @@ type FollowOptions struct {
 	// m, as a consumer started again from an older sequence, or a delivery
 	// repeated after a reconnect, would.
 	again func(m Msg) []Msg
+	// consumeErr, in tests, is told of the consumer's errors (nats.go's
+	// ConsumeErrHandler; ErrNoHeartbeat starts a reset). It runs under
+	// the consumer's lock: it must not block.
+	consumeErr func(error)
 }
 
 // EventKind names what Follow met.
@@ -192,6 +196,10 @@ func (f *follower) run(ctx context.Context) (restart bool, err error) {
 	ch := make(chan Msg, 2*MaxBatch)
 	stop := make(chan struct{})
 	var got received
+	consumeOpts := []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(MaxBatch), jetstream.PullHeartbeat(f.opts.Heartbeat)}
+	if f.opts.consumeErr != nil {
+		consumeOpts = append(consumeOpts, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) { f.opts.consumeErr(err) }))
+	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		md, err := m.Metadata() // parsed once, here
 		if err != nil {
@@ -217,13 +225,25 @@ func (f *follower) run(ctx context.Context) (restart bool, err error) {
 				}
 			}
 		}
-	}, jetstream.PullMaxMessages(MaxBatch), jetstream.PullHeartbeat(f.opts.Heartbeat))
+	}, consumeOpts...)
 	if err != nil {
 		return false, fmt.Errorf("consume %s: %w", f.s.cfg.Name, err)
 	}
 	defer func() {
-		cc.Stop()
 		close(stop) // a callback still blocked on ch returns
+		// An ordered consumer's Stop waits for a reset in progress: with
+		// JetStream unreachable, its attempt to create the next consumer
+		// (up to 10 s) and the back-off after it. Once ctx is done nobody
+		// waits for that: the consumer stops in the background.
+		stopped := make(chan struct{})
+		go func() {
+			cc.Stop()
+			close(stopped)
+		}()
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+		}
 	}()
 
 	tick := time.NewTicker(f.opts.StallCheck)

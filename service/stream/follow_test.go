@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -435,6 +437,94 @@ func TestFollow_ApplyError(t *testing.T) {
 	err := s.Follow(context.Background(), 1, FollowOptions{}, func(ctx context.Context, msgs []Msg) error { return errDisk })
 	if !errors.Is(err, errDisk) {
 		t.Fatalf("got %v, want %v", err, errDisk)
+	}
+}
+
+// stallingProxy forwards TCP connections to target until stall is set;
+// from then on it drops every byte while the connections stay open, as a
+// network that silently lost the route (only missed heartbeats tell).
+func stallingProxy(tb testing.TB, target string) (addr string, stall *atomic.Bool) {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	stall = new(atomic.Bool)
+	var mu sync.Mutex
+	var conns []net.Conn
+	tb.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	pipe := func(dst, src net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 && !stall.Load() {
+				if _, err := dst.Write(buf[:n]); err != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, up)
+			mu.Unlock()
+			go pipe(up, c)
+			go pipe(c, up)
+		}
+	}()
+	return ln.Addr().String(), stall
+}
+
+// Follow returns once its context is done even while its ordered
+// consumer is resetting after missed heartbeats (a stalled network):
+// nats.go's Stop waits for the reset's attempt to create the next
+// consumer, up to 10 s, and a node's Stop must not. The deadline here is
+// half that attempt's timeout: without the fix Follow returns only when
+// the attempt times out.
+func TestFollow_StopWhileConsumerResets(t *testing.T) {
+	url, _ := startServer(t)
+	addr, stall := stallingProxy(t, strings.TrimPrefix(url, "nats://"))
+	s, _ := openStream(t, "nats://"+addr)
+	appendN(t, s, 1)
+	var resets atomic.Int32
+	r := &recorder{tb: t}
+	stop, _ := follow(t, s, 1, FollowOptions{Heartbeat: 500 * time.Millisecond, consumeErr: func(err error) {
+		if errors.Is(err, jetstream.ErrNoHeartbeat) {
+			resets.Add(1)
+		}
+	}}, r)
+	waitFor(t, "message 1", func() bool { return r.last() == 1 })
+	stall.Store(true)
+	waitFor(t, "missed heartbeats to start a consumer reset", func() bool { return resets.Load() > 0 })
+	done := make(chan error, 1)
+	go func() { done <- stop() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Follow: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Follow did not return within 5 s of its context's end")
 	}
 }
 
