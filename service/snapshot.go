@@ -166,36 +166,20 @@ func (n *Node) takeSnapshotWith(ctx context.Context, d *database, o snapshot.Tak
 	if d.getState() == diverged {
 		return nil, false, errDiverged(d)
 	}
+	// The snapshot package asks the stream's owner to purge what the
+	// new snapshot covers, keeping Retain entries below it.
+	if str := d.stream(); str != nil {
+		o.Purge = str
+	}
+	o.Retain = n.cfg.Snapshot.Retain
 	meta, taken, err := n.store().TakeWith(ctx, d.name, d.db, n.cfg.DataDir, o)
-	if err != nil {
-		return nil, false, err
-	}
-	d.lastSnap.Store(meta.Seq)
-	if taken && d.cps != nil {
-		d.cps.snapshotTaken(ctx, meta)
-	}
-	if taken {
-		first, err := n.purge(ctx, d, meta.Seq)
-		if err != nil {
-			return meta, taken, err
-		}
-		if first > 0 {
-			n.log.Info("stream purged", "db", d.name, "first_seq", first, "snapshot_seq", meta.Seq)
+	if meta != nil {
+		d.lastSnap.Store(meta.Seq)
+		if taken && d.cps != nil {
+			d.cps.snapshotTaken(ctx, meta)
 		}
 	}
-	return meta, taken, nil
-}
-
-// purge removes the entries a snapshot at seq covers from d's stream,
-// keeping the Retain entries below seq so nodes slightly behind still catch
-// up from the stream. Never everything: nothing is purged while
-// seq <= Retain+1. It returns the new first sequence (0: nothing purged).
-func (n *Node) purge(ctx context.Context, d *database, seq uint64) (uint64, error) {
-	retain := n.cfg.Snapshot.Retain
-	if seq <= retain+1 {
-		return 0, nil
-	}
-	return d.stream().PurgeBelow(ctx, seq-retain)
+	return meta, taken, err
 }
 
 // SnapshotReply is the reply of nqlite.snapshot.<db>.

@@ -210,18 +210,34 @@ func (s *Store) Latest(ctx context.Context, db string) (*Meta, error) {
 // another node holds the claim.
 //
 // After an upload it deletes the load objects the new snapshot covers
-// (DeleteLoads).
+// (DeleteLoads); TakeWith can also purge the stream (TakeOptions.Purge).
 func (s *Store) Take(ctx context.Context, db string, d *apply.DB, dir string) (*Meta, bool, error) {
 	return s.TakeWith(ctx, db, d, dir, TakeOptions{})
 }
 
-// TakeOptions change what Take uploads.
+// TakeOptions change what Take uploads, and what it does after.
 type TakeOptions struct {
 	// Replace uploads a snapshot at the stored one's sequence too (never
 	// an older one): a node healing from a divergence needs one made by a
 	// node the others vouch for, and the stored one may be the diverged
 	// node's own.
 	Replace bool
+	// Purge, when set, is asked after an upload to remove the entries of
+	// the database's stream the new snapshot covers, keeping the Retain
+	// entries below its sequence so that nodes slightly behind still
+	// catch up from the stream; nothing is purged while the sequence is at
+	// most Retain+1. The entry stream's owner (service/stream.Stream)
+	// implements it: this package keeps the Object Store and the claim,
+	// and never touches the entry stream itself.
+	Purge  Purger
+	Retain uint64
+}
+
+// Purger removes the messages of a database's entry stream below a
+// sequence (JetStream's purge up to a sequence) and returns the stream's
+// new first sequence, 0 when there was nothing to purge.
+type Purger interface {
+	PurgeBelow(ctx context.Context, keep uint64) (uint64, error)
 }
 
 // TakeWith is Take with options.
@@ -290,6 +306,15 @@ func (s *Store) TakeWith(ctx context.Context, db string, d *apply.DB, dir string
 		s.log.Warn("delete load objects the snapshot covers (tried again after the next snapshot)", "db", db, "seq", m.Seq, "deleted", n, "err", err)
 	} else if n > 0 {
 		s.log.Info("load objects deleted: the stored snapshot covers their load entries", "db", db, "snapshot_seq", m.Seq, "deleted", n)
+	}
+	if o.Purge != nil && m.Seq > o.Retain+1 {
+		first, err := o.Purge.PurgeBelow(ctx, m.Seq-o.Retain)
+		if err != nil {
+			return m, true, fmt.Errorf("purge the entries snapshot %d of %s covers: %w", m.Seq, db, err)
+		}
+		if first > 0 {
+			s.log.Info("stream purged", "db", db, "first_seq", first, "snapshot_seq", m.Seq)
+		}
 	}
 	return m, true, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/nqlite/nqlite/apply"
 	"github.com/nqlite/nqlite/service/api"
 	"github.com/nqlite/nqlite/service/servicetest"
+	"github.com/nqlite/nqlite/service/stream"
 	"github.com/nqlite/nqlite/snapshot"
 )
 
@@ -90,5 +91,61 @@ func TestTake_ClaimRaceIsBusy(t *testing.T) {
 				t.Fatalf("round %d: Take: %v, want nil or ErrBusy", round, err)
 			}
 		}
+	}
+}
+
+// TestTakeWith_Purge: after storing a snapshot at sequence S, TakeWith
+// asks the Purger (here the entry stream's owner, service/stream) to
+// remove the stream's entries below S-Retain, and nothing while
+// S <= Retain+1.
+func TestTakeWith_Purge(t *testing.T) {
+	ns := servicetest.StartServer(t)
+	js, err := jetstream.New(servicetest.Connect(t, ns.ClientURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	st, err := snapshot.Open(ctx, js, snapshot.Options{Node: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	str, err := stream.Open(ctx, js, stream.Config{Name: "NQLITE_main", Subject: "nqlite.entry.main"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		if _, err := str.Append(ctx, []byte(fmt.Sprint(i)), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db := openDB(t)
+	write(t, db, 1, "CREATE TABLE t(x)")
+	for seq := uint64(2); seq <= 4; seq++ {
+		write(t, db, seq, fmt.Sprintf("INSERT INTO t VALUES(%d)", seq))
+	}
+	first := func() uint64 {
+		t.Helper()
+		b, err := str.Bounds(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.FirstSeq
+	}
+	// Applied 4, Retain 3: 4 <= 3+1, nothing is purged.
+	if _, taken, err := st.TakeWith(ctx, "main", db, t.TempDir(), snapshot.TakeOptions{Purge: str, Retain: 3}); err != nil || !taken {
+		t.Fatalf("take at 4: taken %v, %v", taken, err)
+	}
+	if got := first(); got != 1 {
+		t.Fatalf("first sequence after a snapshot at 4 keeping 3: %d, want 1 (nothing purged)", got)
+	}
+	for seq := uint64(5); seq <= 9; seq++ {
+		write(t, db, seq, fmt.Sprintf("INSERT INTO t VALUES(%d)", seq))
+	}
+	// Applied 9, Retain 3: entries below 6 go.
+	if _, taken, err := st.TakeWith(ctx, "main", db, t.TempDir(), snapshot.TakeOptions{Purge: str, Retain: 3}); err != nil || !taken {
+		t.Fatalf("take at 9: taken %v, %v", taken, err)
+	}
+	if got := first(); got != 6 {
+		t.Fatalf("first sequence after a snapshot at 9 keeping 3: %d, want 6", got)
 	}
 }
