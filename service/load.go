@@ -172,22 +172,13 @@ func (n *Node) checkLoad(ctx context.Context, d *database, e *apply.Entry, req *
 		return false, api.NewError(api.KindUnavailable, "this node cannot make a directory to check the load in (%v): nothing was published", err)
 	}
 	defer os.RemoveAll(dir)
-	fetchErr := func(what string, err error) error {
-		switch {
-		case errors.Is(err, apply.ErrLoadInvalid):
-			return api.Errorf(api.CodeBadRequest, "%s: %v", what, err)
-		case ctx.Err() != nil:
-			return api.NewError(api.KindNotStored, "fetching %s before publishing the load did not end within the request's timeout (%v): nothing was published; retry with a longer timeout_ms", what, err)
-		}
-		return api.Errorf(api.CodeUnavailable, "fetch %s: %v", what, err)
-	}
 	path, err := snapshot.FetchObject(ctx, n.js, e.Load, dir)
 	if err != nil {
-		return false, fetchErr(req.Object, err)
+		return false, loadCheckErr(ctx, "fetch", req.Object, err)
 	}
 	if req.SQL {
 		if err := apply.CheckLoadSQL(ctx, path, e.Time, e.Seed, e.Budget); err != nil {
-			return false, loadCheckErr(ctx, req.Object, err)
+			return false, loadCheckErr(ctx, "check", req.Object, err)
 		}
 		return false, nil
 	}
@@ -195,11 +186,11 @@ func (n *Node) checkLoad(ctx context.Context, d *database, e *apply.Entry, req *
 	if req.WALObject != "" {
 		wal, err = snapshot.FetchObject(ctx, n.js, &apply.Load{Bucket: req.Bucket, Object: req.WALObject, Digest: req.WALDigest}, dir)
 		if err != nil {
-			return false, fetchErr(req.WALObject, err)
+			return false, loadCheckErr(ctx, "fetch", req.WALObject, err)
 		}
 	}
 	if err := apply.PrepareLoadFile(ctx, path, wal); err != nil {
-		return false, loadCheckErr(ctx, req.Object, err)
+		return false, loadCheckErr(ctx, "check", req.Object, err)
 	}
 	if wal == "" {
 		return false, nil
@@ -225,18 +216,19 @@ func (n *Node) checkLoad(ctx context.Context, d *database, e *apply.Entry, req *
 	return true, nil
 }
 
-// loadCheckErr is the answer to a load whose check before publishing
-// failed (err): 400 for a file every node would refuse; not_stored when
-// the request's time ran out during the check (ctx ended); otherwise
-// unavailable (this node's own trouble, such as a full disk: another node
-// may check it). Nothing was published in any case.
-func loadCheckErr(ctx context.Context, object string, err error) error {
+// loadCheckErr is the answer to a load whose step before publishing
+// ("fetch" or "check" of object) failed with err: 400 for a file every
+// node would refuse; not_stored when the request's time ran out during
+// the step (ctx ended); otherwise unavailable (this node's own trouble,
+// such as a full disk or an unreachable Object Store: another node may
+// do it). Nothing was published in any case.
+func loadCheckErr(ctx context.Context, step, object string, err error) error {
 	switch {
 	case errors.Is(err, apply.ErrLoadInvalid):
 		return api.Errorf(api.CodeBadRequest, "object %s: %v", object, err)
 	case ctx.Err() != nil:
-		return api.NewError(api.KindNotStored, "checking object %s before publishing the load did not end within the request's timeout (%v): nothing was published; retry with a longer timeout_ms", object, err)
+		return api.NewError(api.KindNotStored, "the %s of object %s before publishing the load did not end within the request's timeout (%v): nothing was published; retry with a longer timeout_ms", step, object, err)
 	default:
-		return api.NewError(api.KindUnavailable, "this node could not check object %s (%v): nothing was published; retry (another node may answer) once the node's trouble is fixed", object, err)
+		return api.NewError(api.KindUnavailable, "this node could not %s object %s (%v): nothing was published; retry (another node may answer) once the node's trouble is fixed", step, object, err)
 	}
 }
