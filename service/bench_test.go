@@ -715,7 +715,7 @@ func BenchmarkProcesses(b *testing.B) {
 	if _, err := os.Stat("/proc/self/status"); err != nil {
 		b.Skip("needs /proc/<pid>/status (Linux)")
 	}
-	bin := benchBuild(b, ".")
+	bin := benchBuild(b, ".", "nqlite")
 	urls, title := benchServers(b)
 	replicas := len(urls)
 	pids := make([]int, len(urls))
@@ -829,18 +829,16 @@ func benchURLs(servers []*server.Server) []string {
 }
 
 // benchBuild builds the main package pkg (a path or an import path, built
-// in the repository root) into the benchmark's temp dir and returns the
-// binary's path. It skips the benchmark without the go command.
-func benchBuild(b *testing.B, pkg string) string {
+// in the repository root) into the benchmark's temp dir as name and
+// returns the binary's path. It skips the benchmark without the go
+// command.
+func benchBuild(b *testing.B, pkg, name string) string {
 	b.Helper()
 	goCmd, err := exec.LookPath("go")
 	if err != nil {
 		b.Skip("needs the go command to build " + pkg)
 	}
-	bin := filepath.Join(b.TempDir(), filepath.Base(pkg))
-	if pkg == "." {
-		bin = filepath.Join(filepath.Dir(bin), "nqlite")
-	}
+	bin := filepath.Join(b.TempDir(), name)
 	build := exec.Command(goCmd, "build", "-o", bin, pkg)
 	build.Dir = ".." // the repository root: its go.mod decides the versions
 	if out, err := build.CombinedOutput(); err != nil {
@@ -886,7 +884,7 @@ func benchServers(b *testing.B) (urls []string, title string) {
 // at cleanup.
 func benchServerProcesses(b *testing.B, n int, syncAlways bool) []string {
 	b.Helper()
-	bin := benchBuild(b, "github.com/nats-io/nats-server/v2")
+	bin := benchBuild(b, "github.com/nats-io/nats-server/v2", "nats-server")
 	ports := servicetest.FreePorts(b, 2*n)
 	var routes []string
 	for i := 0; i < n; i++ {
