@@ -265,17 +265,6 @@ func (e *Error) Body() []byte {
 	return append(b, '}')
 }
 
-// ErrorBody returns the body {"error": "<msg>", "node": "<node>"} of a
-// node older than the error kinds.
-//
-// Deprecated: a node answers with (*Error).Body, which carries the kind.
-func ErrorBody(msg, node string) []byte {
-	b := append([]byte(`{"error":`), AppendString(nil, msg)...)
-	b = append(b, `,"node":`...)
-	b = AppendString(b, node)
-	return append(b, '}')
-}
-
 // DecodeError returns the *Error of an error answer: code is the
 // Nats-Service-Error-Code header (0 when absent: CodeInternal), body its
 // body, description the Nats-Service-Error header (the message when the
