@@ -184,6 +184,11 @@ func TestReplica_ReadsAndWrites(t *testing.T) {
 	}
 
 	// A read-only *sql.DB refuses writes before anything is published.
+	// (The strong read appended a barrier, which the replica applies a
+	// moment after answering: wait for it before taking the baseline.)
+	if err := r.Node().DB("main").WaitApplied(ctx, r.Node().Stats("main").StreamLastSeq); err != nil {
+		t.Fatal(err)
+	}
 	before := r.Node().DB("main").Applied()
 	ro := localDB(t, r, nqsql.WithReadOnly())
 	if _, err := ro.ExecContext(ctx, "DELETE FROM t"); api.ErrorCode(err) != api.CodeForbidden {
