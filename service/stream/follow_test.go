@@ -659,3 +659,94 @@ func TestStream_BarrierUnconfigured(t *testing.T) {
 		t.Fatalf("got %v, want ErrNoBarrier", err)
 	}
 }
+
+// The local path: a message this Stream appended is applied from its
+// acknowledgement once every message before it is applied (here one
+// appended by another node, whose delivery is held back), even if its own
+// delivery never arrives, and the body applied is the one appended.
+func TestFollow_LocalAppend(t *testing.T) {
+	url, _ := startServer(t)
+	s, _ := openStream(t, url)
+	other, _ := openStream(t, url)
+	release := make(chan struct{})
+	opts := FollowOptions{drop: func(seq uint64) bool {
+		if seq == 1 {
+			select {
+			case <-release:
+			case <-time.After(20 * time.Second):
+			}
+		}
+		return seq == 2 // only the local path can apply it
+	}}
+	var mu sync.Mutex
+	bodies := map[uint64]string{}
+	r := &recorder{tb: t, hook: func(m Msg) {
+		mu.Lock()
+		bodies[m.Seq] = string(m.Data)
+		mu.Unlock()
+	}}
+	follow(t, s, 1, opts, r)
+	waitFor(t, "the follower's local path", func() bool { return s.sink.Load() != nil })
+	ctx := context.Background()
+	if ack, err := other.Append(ctx, []byte("another node's"), ""); err != nil || ack.Seq != 1 {
+		t.Fatalf("other append: %+v, %v", ack, err)
+	}
+	if ack, err := s.Append(ctx, []byte("mine"), ""); err != nil || ack.Seq != 2 {
+		t.Fatalf("append: %+v, %v", ack, err)
+	}
+	if got := r.got(); len(got) != 0 {
+		t.Fatalf("applied %v before sequence 1 arrived", got)
+	}
+	close(release)
+	waitFor(t, "seq 2", func() bool { return r.last() == 2 })
+	if got, want := r.got(), seqs(1, 2); !equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got, want := bodies[1]+"|"+bodies[2], "another node's|mine"; got != want {
+		t.Fatalf("bodies: got %q, want %q", got, want)
+	}
+}
+
+// A duplicate's acknowledgement names the message first stored with the
+// idempotency key, whose body may differ from the one appended again: the
+// local path never applies it, the consumer delivers the original.
+func TestFollow_LocalSkipsDuplicate(t *testing.T) {
+	url, _ := startServer(t)
+	s, _ := openStream(t, url)
+	other, _ := openStream(t, url)
+	release := make(chan struct{})
+	opts := FollowOptions{drop: func(seq uint64) bool {
+		if seq == 1 {
+			select {
+			case <-release:
+			case <-time.After(20 * time.Second):
+			}
+		}
+		return false
+	}}
+	var mu sync.Mutex
+	bodies := map[uint64]string{}
+	r := &recorder{tb: t, hook: func(m Msg) {
+		mu.Lock()
+		bodies[m.Seq] = string(m.Data)
+		mu.Unlock()
+	}}
+	follow(t, s, 1, opts, r)
+	waitFor(t, "the follower's local path", func() bool { return s.sink.Load() != nil })
+	ctx := context.Background()
+	if ack, err := other.Append(ctx, []byte("original"), "id-1"); err != nil || ack.Seq != 1 {
+		t.Fatalf("other append: %+v, %v", ack, err)
+	}
+	if ack, err := s.Append(ctx, []byte("retry, coalesced otherwise"), "id-1"); err != nil || !ack.Duplicate || ack.Seq != 1 {
+		t.Fatalf("append again: %+v, %v; want a duplicate of 1", ack, err)
+	}
+	close(release)
+	waitFor(t, "seq 1", func() bool { return r.last() == 1 })
+	mu.Lock()
+	defer mu.Unlock()
+	if got, want := bodies[1], "original"; got != want {
+		t.Fatalf("seq 1 applied as %q, want %q", got, want)
+	}
+}

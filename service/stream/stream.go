@@ -56,6 +56,10 @@ type Stream struct {
 	state  State     // the latest stream state seen
 	seenAt time.Time // when state was read; zero: never
 
+	// sink is the running follower's inbox of this Stream's own
+	// acknowledged appends (Follow's local path), nil when none runs.
+	sink atomic.Pointer[chan Msg]
+
 	bMu       sync.Mutex   // Barrier's shared appends (barrier.go)
 	bInflight *barrierCall // the append in flight
 	bNext     *barrierCall // the one to send when it returns
@@ -197,6 +201,18 @@ func (s *Stream) PurgeBelow(ctx context.Context, keep uint64) (uint64, error) {
 	return keep, nil
 }
 
+// local hands an acknowledged append to the running follower, if any,
+// without ever blocking the publisher: a full inbox only means the
+// consumer's delivery of m is applied instead.
+func (s *Stream) local(m Msg) {
+	if ch := s.sink.Load(); ch != nil {
+		select {
+		case *ch <- m:
+		default:
+		}
+	}
+}
+
 // Msg is one stream message: its stream sequence and body.
 type Msg struct {
 	Seq  uint64
@@ -235,6 +251,11 @@ var ErrNoResponders = fmt.Errorf("%w: no JetStream server answers", ErrNotStored
 // check and, when id is not empty, the idempotency key id (Nats-Msg-Id),
 // and waits for the acknowledgement until ctx is done. Many Appends may be
 // in flight at once (asynchronous publishes).
+//
+// Once JetStream acknowledged data as a new message (not a duplicate), a
+// Follow running on this Stream may apply it from data at once, before
+// its consumer delivers it (see Follow): data must not change after
+// Append is called.
 func (s *Stream) Append(ctx context.Context, data []byte, id string) (Ack, error) {
 	msg := &nats.Msg{Subject: s.cfg.Subject, Data: data}
 	opts := s.pubs
@@ -252,6 +273,9 @@ func (s *Stream) Append(ctx context.Context, data []byte, id string) (Ack, error
 			s.state.LastSeq = ack.Sequence
 		}
 		s.mu.Unlock()
+		if !ack.Duplicate {
+			s.local(Msg{Seq: ack.Sequence, Data: data})
+		}
 		return Ack{Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
 	case err := <-fut.Err():
 		var apiErr *jetstream.APIError
