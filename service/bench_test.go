@@ -42,6 +42,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -205,6 +206,26 @@ func benchReportPaired(b *testing.B, nq, ec benchStats) {
 	}
 }
 
+// benchLastSeq returns the last sequence of the database's stream.
+func benchLastSeq(b *testing.B, js jetstream.JetStream) uint64 {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	str, err := js.Stream(ctx, service.StreamName(benchDB))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return str.CachedInfo().State.LastSeq
+}
+
+// benchReportCoalesced reports how many write requests an entry carried
+// on average (requests coalesced by the nodes' writers).
+func benchReportCoalesced(b *testing.B, requests int, entries uint64) {
+	if entries > 0 {
+		b.ReportMetric(float64(requests)/float64(entries), "requests/entry")
+	}
+}
+
 // benchStartEcho subscribes a bare responder to nqlite.query.echo in queue group
 // "nqlite" on each server, through its own connection like a node's: it
 // replies with the request's data, which the client decodes as an (empty)
@@ -223,6 +244,70 @@ func benchStartEcho(b *testing.B, urls []string) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// benchStartEchoProcess runs the echo responder of benchStartEcho on url
+// in a process of its own (this test binary again, running
+// TestBenchEchoProcess), as BenchmarkProcesses runs each node: a request
+// to it then pays the same waking of another process as a request to a
+// node, which an echo in the benchmark's process (awake: its client just
+// sent) does not.
+func benchStartEchoProcess(b *testing.B, url string) {
+	b.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchEchoProcess$")
+	cmd.Env = append(os.Environ(), "NQLITE_BENCH_ECHO="+url)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		stdin.Close() // the echo process exits at EOF
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "echo ready") {
+		b.Fatalf("echo process on %s: %q, %v", url, line, err)
+	}
+}
+
+// TestBenchEchoProcess is the echo process of BenchmarkProcesses
+// (benchStartEchoProcess); it is skipped unless NQLITE_BENCH_ECHO holds
+// the URL to serve on. It answers until its standard input closes.
+func TestBenchEchoProcess(t *testing.T) {
+	url := os.Getenv("NQLITE_BENCH_ECHO")
+	if url == "" {
+		t.Skip("the echo process of BenchmarkProcesses, run by it")
+	}
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := nc.QueueSubscribe(service.QuerySubject(benchEchoDB), service.QueueGroup, func(m *nats.Msg) {
+		m.Respond(m.Data)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Println("echo ready")
+	io.Copy(io.Discard, os.Stdin)
 }
 
 // benchClients are benchMaxClients client connections, client i on server
@@ -386,8 +471,12 @@ func BenchmarkCluster(b *testing.B) {
 		var nq, ec benchStats
 		ok := b.Run(sc.name(), func(b *testing.B) {
 			echo := benchScenario{"echo", sc.clients}
+			before := benchLastSeq(b, cs.js[0])
 			nq, ec = benchPaired(b, sc.clients, b.N, sc.op(cs, &seq), echo.op(cs, &seq))
 			benchReportPaired(b, nq, ec)
+			if sc.kind == "insert" {
+				benchReportCoalesced(b, nq.ops, benchLastSeq(b, cs.js[0])-before)
+			}
 		})
 		if ok && nq.ops > 0 { // the last (largest) run's figures
 			lines = append(lines, benchClusterLine(sc.name(), nq, ec))
@@ -725,7 +814,9 @@ func BenchmarkProcesses(b *testing.B) {
 	for i, url := range urls {
 		benchWaitServes(b, url, fmt.Sprintf("n%d", i+1))
 	}
-	benchStartEcho(b, urls)
+	for _, url := range urls {
+		benchStartEchoProcess(b, url)
+	}
 	cs := benchConnect(b, urls)
 	benchCreateJSStream(b, cs.js[0], replicas)
 	benchFill(b, cs.cl[0], urls)
@@ -741,8 +832,12 @@ func BenchmarkProcesses(b *testing.B) {
 		var nq, ec benchStats
 		ok := b.Run(sc.name(), func(b *testing.B) {
 			echo := benchScenario{"echo", sc.clients}
+			before := benchLastSeq(b, cs.js[0])
 			nq, ec = benchPaired(b, sc.clients, b.N, sc.op(cs, &seq), echo.op(cs, &seq))
 			benchReportPaired(b, nq, ec)
+			if sc.kind == "insert" {
+				benchReportCoalesced(b, nq.ops, benchLastSeq(b, cs.js[0])-before)
+			}
 		})
 		if ok && nq.ops > 0 {
 			lines = append(lines, benchProcessLine(sc.name(), nq, ec))
