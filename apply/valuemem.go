@@ -62,6 +62,7 @@ const (
 // wrapped them; origMalloc and origRealloc call its xMalloc and xRealloc.
 var (
 	origMem     lib.Tsqlite3_mem_methods
+	wrappedMem  lib.Tsqlite3_mem_methods // a global: SQLite reads it through a uintptr (checkptr)
 	origMalloc  func(*libc.TLS, int32) uintptr
 	origRealloc func(*libc.TLS, uintptr, int32) uintptr
 	// valueMeters maps the *libc.TLS of every apply connection with a
@@ -108,10 +109,10 @@ func installValueAllocator() error {
 	}
 	origMalloc = *(*func(*libc.TLS, int32) uintptr)(unsafe.Pointer(&struct{ uintptr }{origMem.FxMalloc}))
 	origRealloc = *(*func(*libc.TLS, uintptr, int32) uintptr)(unsafe.Pointer(&struct{ uintptr }{origMem.FxRealloc}))
-	wrapped := origMem
-	wrapped.FxMalloc = cFuncPointer(valueMalloc)
-	wrapped.FxRealloc = cFuncPointer(valueRealloc)
-	if rc := config(lib.SQLITE_CONFIG_MALLOC, uintptr(unsafe.Pointer(&wrapped))); rc != lib.SQLITE_OK {
+	wrappedMem = origMem
+	wrappedMem.FxMalloc = cFuncPointer(valueMalloc)
+	wrappedMem.FxRealloc = cFuncPointer(valueRealloc)
+	if rc := config(lib.SQLITE_CONFIG_MALLOC, uintptr(unsafe.Pointer(&wrappedMem))); rc != lib.SQLITE_OK {
 		return fmt.Errorf("SQLITE_CONFIG_MALLOC: code %d", rc)
 	}
 	if rc := config(lib.SQLITE_CONFIG_PAGECACHE, uintptr(0), int32(0), int32(0)); rc != lib.SQLITE_OK {

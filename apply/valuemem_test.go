@@ -22,6 +22,9 @@ func versionEntry(v byte, tok string, b Budget, sql ...string) []byte {
 // thousand steps, BenchmarkLargeValues), and change nothing; the same
 // request in a v4 entry applies as it always did.
 func TestValues_LargeValuesBounded(t *testing.T) {
+	if raceDetector {
+		t.Skip("builds about 2 GB of values: minutes under the race detector")
+	}
 	db := openDB(t, filepath.Join(t.TempDir(), "db.sqlite"))
 	spent := costs(db)
 	def := Budget{Steps: DefaultSteps, Bytes: DefaultBytes}
@@ -59,6 +62,9 @@ func TestValues_LargeValuesBounded(t *testing.T) {
 // byte budget, an update of every large row) stays far within the default
 // step budget in a v5 entry.
 func TestValues_OrdinaryFits(t *testing.T) {
+	if raceDetector {
+		t.Skip("writes about 220 MB: minutes under the race detector")
+	}
 	db := openDB(t, filepath.Join(t.TempDir(), "db.sqlite"))
 	spent := costs(db)
 	def := Budget{Steps: DefaultSteps, Bytes: DefaultBytes}
