@@ -299,6 +299,10 @@ func (db *DB) tryBatch(msgs []Msg, entries []*Entry, forced map[forcedKey]forced
 // later; see ChangeCounts).
 func counted(data []byte) bool { return len(data) >= 3 && data[2] >= 3 }
 
+// valuesCharged reports whether an entry's large allocations count toward
+// its step budget (format version 5 or later; valuemem.go).
+func valuesCharged(data []byte) bool { return len(data) >= 3 && data[2] >= 5 }
+
 // commitChanges hands the batch's changes to OnChanges, inside the
 // batch's transaction, and returns the counts they add (nil for none).
 func (db *DB) commitChanges(changed []EntryChanges) (*ChangeCounts, error) {
@@ -363,7 +367,7 @@ func (db *DB) applyRequests(m Msg, mi int, e *Entry, prev Digest, forced map[for
 			}
 		}
 		r := &entryRun{e: e, rq: rq, mi: mi, ri: k, forced: forced, budget: e.Budget.orBase(),
-			collect: collect, counted: counted(m.Data),
+			collect: collect, counted: counted(m.Data), values: valuesCharged(m.Data),
 			enc: db.denc[:0], ends: db.dends[:0], reads: db.dreads[:0]}
 		res, lost, err := db.applyEntry(r)
 		if err == nil && lost != nil {
@@ -404,6 +408,7 @@ type entryRun struct {
 	ri      int      // the request's index in the entry
 	collect bool
 	counted bool // format version 3 or later: its changes count (ChangeCounts)
+	values  bool // format version 5 or later: large allocations count as steps
 	forced  map[forcedKey]forcedStmt
 	budget  Budget // the entry's, both fields set
 	// spent is what the entry's statements took of its budget so far; read
@@ -630,9 +635,9 @@ func (db *DB) applyStatement(r *entryRun, j int, res *api.Result) (*txLost, erro
 	}
 	m := db.meter
 	if info.write {
-		m.arm(cs, r.spent.Steps, r.budget.Steps, true, r.spent.Bytes, r.budget.Bytes)
+		m.arm(cs, r.spent.Steps, r.budget.Steps, true, r.spent.Bytes, r.budget.Bytes, r.values)
 	} else {
-		m.arm(cs, r.read, r.budget.Steps, false, 0, 0)
+		m.arm(cs, r.read, r.budget.Steps, false, 0, 0, r.values)
 	}
 	var (
 		stepErr error

@@ -100,17 +100,23 @@ const progressEvery = 1000
 // statements run or while SQLite parses (a statement re-prepared on one
 // node and not on another after a schema change).
 type meter struct {
-	tls    *libc.TLS
-	db     uintptr // sqlite3*
-	armed  bool
-	stmt   uintptr // the statement being stepped
-	calls  uint64  // progress handler calls counted in this statement
-	base   uint64  // steps charged to the budget before this statement
-	limit  uint64  // steps allowed
-	write  bool    // this statement's writes count bytes
-	bytes  uint64  // bytes written by the entry, this statement included
-	maxB   uint64  // bytes allowed
-	over   string  // why this statement was stopped ("" if it was not)
+	tls   *libc.TLS
+	db    uintptr // sqlite3*
+	armed bool
+	stmt  uintptr // the statement being stepped
+	calls uint64  // progress handler calls counted in this statement
+	base  uint64  // steps charged to the budget before this statement
+	limit uint64  // steps allowed
+	write bool    // this statement's writes count bytes
+	bytes uint64  // bytes written by the entry, this statement included
+	maxB  uint64  // bytes allowed
+	over  string  // why this statement was stopped ("" if it was not)
+	// values: large allocations count (entry format version 5,
+	// valuemem.go); vbytes is what they charged in this statement;
+	// inHook is set while the pre-update hook runs (not charged).
+	values bool
+	vbytes uint64
+	inHook bool
 	pValue uintptr // C memory for sqlite3_preupdate_new's out pointer
 	// capture holds the row changes of the write being stepped
 	// (changes.go).
@@ -130,6 +136,7 @@ var meters sync.Map // sqlite3* -> *meter
 func installMeter(c *conn, values bool) *meter {
 	m := &meter{tls: c.tls, db: c.handle, pValue: libc.Xmalloc(c.tls, 8), capture: capture{values: values}}
 	meters.Store(c.handle, m)
+	valueMeters.Store(c.tls, m)
 	lib.Xsqlite3_progress_handler(c.tls, c.handle, progressEvery, cFuncPointer(progressCallback), c.handle)
 	lib.Xsqlite3_preupdate_hook(c.tls, c.handle, cFuncPointer(preupdateCallback), c.handle)
 	return m
@@ -140,28 +147,32 @@ func (m *meter) remove() {
 	lib.Xsqlite3_progress_handler(m.tls, m.db, 0, 0, 0)
 	lib.Xsqlite3_preupdate_hook(m.tls, m.db, 0, 0)
 	meters.Delete(m.db)
+	valueMeters.Delete(m.tls)
 	libc.Xfree(m.tls, m.pValue)
 	m.pValue = 0
 }
 
 // arm starts counting statement cs: spent steps (and, for a write, bytes)
 // are already charged against limit and maxBytes; a write's row changes
-// are captured afresh.
-func (m *meter) arm(cs *cachedStmt, spent, limit uint64, write bool, bytes, maxBytes uint64) {
+// are captured afresh; values: large allocations count as steps too
+// (format version 5, valuemem.go).
+func (m *meter) arm(cs *cachedStmt, spent, limit uint64, write bool, bytes, maxBytes uint64, values bool) {
 	lib.Xsqlite3_stmt_status(m.tls, cs.handle, lib.SQLITE_STMTSTATUS_VM_STEP, 1) // carry nothing over from earlier runs
 	// The capture's encoding buffers are reused: the entry kept copies.
 	c := &m.capture
 	*m = meter{tls: m.tls, db: m.db, pValue: m.pValue, armed: true, stmt: cs.handle,
-		base: spent, limit: limit, write: write, bytes: bytes, maxB: maxBytes,
+		base: spent, limit: limit, write: write, bytes: bytes, maxB: maxBytes, values: values,
 		capture: capture{values: c.values, enc: c.enc[:0], ends: c.ends[:0], colbuf: c.colbuf[:0]}}
 }
 
-// disarm stops counting and returns the statement's exact step count and
-// why it was stopped ("" if it was not). The statement's captured changes
-// stay in m.capture until the next arm.
+// disarm stops counting and returns the statement's exact step count
+// (with its large allocations' steps, valuemem.go) and why it was stopped
+// ("" if it was not). The statement's captured changes stay in m.capture
+// until the next arm.
 func (m *meter) disarm(cs *cachedStmt) (steps uint64, over string) {
 	m.armed = false
-	return uint64(uint32(lib.Xsqlite3_stmt_status(m.tls, cs.handle, lib.SQLITE_STMTSTATUS_VM_STEP, 0))), m.over
+	steps = uint64(uint32(lib.Xsqlite3_stmt_status(m.tls, cs.handle, lib.SQLITE_STMTSTATUS_VM_STEP, 0)))
+	return steps + m.vbytes/valueBytesPerStep, m.over
 }
 
 // progressCallback is the progress handler: it stops the statement (by
@@ -180,7 +191,7 @@ func progressCallback(tls *libc.TLS, arg uintptr) int32 {
 		return 0 // SQLite is preparing the statement again, not running it
 	}
 	m.calls++
-	if m.base+m.calls*progressEvery > m.limit {
+	if m.base+m.calls*progressEvery+m.vbytes/valueBytesPerStep > m.limit {
 		m.over = stepsError(m.limit)
 		return 1
 	}
@@ -198,7 +209,9 @@ func preupdateCallback(tls *libc.TLS, arg, db uintptr, op int32, zDb, zTbl uintp
 	if m == nil || !m.armed || !m.write {
 		return
 	}
+	m.inHook = true
 	m.bytes += m.record(tls, db, op, zTbl, key1, key2)
+	m.inHook = false
 	if m.bytes > m.maxB && m.over == "" {
 		m.over = bytesError(m.maxB)
 		lib.Xsqlite3_interrupt(tls, db)

@@ -149,6 +149,9 @@ var ErrClosed = errors.New("database is closed")
 // Open opens (creating if needed) the SQLite file at path in WAL mode and
 // reads the applied sequence stored in it.
 func Open(path string, opts Options) (*DB, error) {
+	if allocInstallErr != nil {
+		return nil, fmt.Errorf("open %s: install the value allocator: %w", path, allocInstallErr)
+	}
 	if opts.Readers <= 0 {
 		opts.Readers = 4
 	}

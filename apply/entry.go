@@ -93,14 +93,14 @@ type Load struct {
 // The entry encoding is binary, compact and fast to decode (every node
 // decodes every entry, and catch-up is bound by it):
 //
-//	"nq" version:byte (1 to 4)
+//	"nq" version:byte (1 to 5)
 //	node:str token:str time:varint seed:varint
 //	[version 2 and later: steps:uvarint bytes:uvarint sqlite:str]
 //	flags:byte (bit 0: tx, bit 1: load)
 //	[load: bucket:str object:str digest:str kind:byte (0 SQLite, 1 SQL)]
-//	[version 4: id:str keep:uvarint]
+//	[version 4 and later: id:str keep:uvarint]
 //	statements
-//	[version 4: more:uvarint, then per further request (none for a load):
+//	[version 4 and later: more:uvarint, then per further request (none for a load):
 //	  token:str id:str seed:varint flags:byte (bit 0: tx) statements]
 //	statements: count:uvarint, then per statement:
 //	  sql:str kind:byte (0 none, 1 positional, 2 named) n:uvarint
@@ -119,7 +119,10 @@ type Load struct {
 // request's idempotency key, the time the keys are kept, and further
 // requests (a coalesced entry); its nodes record the requests' keys in
 // the database, which nodes reading version 3 at most do not, so they
-// must not apply it. Encode writes version 4.
+// must not apply it. Version 5 has version 4's layout; its statements'
+// large allocations count toward the step budget (valuemem.go), which
+// changes outcomes, so nodes reading version 4 at most must not apply it.
+// Encode writes version 5.
 //
 // Decoding is strict: every byte is accounted for, strings are valid UTF-8
 // (BLOBs excepted), so a message that is not an entry is recognised and
@@ -129,7 +132,7 @@ type Load struct {
 const (
 	entryMagic0  = 'n'
 	entryMagic1  = 'q'
-	EntryVersion = 4 // the entry format this code writes, and the newest it reads
+	EntryVersion = 5 // the entry format this code writes, and the newest it reads
 )
 
 const (
@@ -144,8 +147,8 @@ const (
 // EntryVersion.
 func (e *Entry) Encode() []byte { return e.encode(EntryVersion) }
 
-// encode writes format version v (1 to 4; tests write older ones, which
-// have no ID, Keep or More).
+// encode writes format version v (1 to 5; tests write older ones:
+// versions 1 to 3 have no ID, Keep or More).
 func (e *Entry) encode(v byte) []byte {
 	n := 64 + len(e.Node) + len(e.Token) + len(e.SQLite) + len(e.ID) + statementsLen(e.Statements)
 	for i := range e.More {

@@ -1,0 +1,220 @@
+package apply
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"unsafe"
+
+	"modernc.org/libc"
+	lib "modernc.org/sqlite/lib"
+)
+
+// Large values (entry format version 5). A step of SQLite's VM that builds
+// or copies a multi-megabyte value (printf, hex, ||, a record of a
+// recursive CTE, a blob read back from a table) counts as one step, though
+// it costs as much as a million ordinary ones. So in a v5 entry every
+// large allocation SQLite makes on the apply connection while an entry's
+// statement runs is charged to the step budget as well, at
+// valueBytesPerStep bytes a step.
+//
+// Only allocations of at least valueThreshold bytes count, and not those
+// whose amount or timing depends on the connection's history rather than
+// on the entry and the file (which are the same on every node):
+//
+//   - the page cache (pcache1Alloc: pages, and the pager's and b-tree's
+//     page-sized scratch buffers; pcache1ResizeHash: its hash table, grown
+//     as the cache fills; pcache1InitBulk, disabled anyway below): a warm
+//     cache allocates nothing where a cold one allocates a page;
+//   - preparing a statement (sqlite3LockAndPrepare, sqlite3InitOne):
+//     nested statements SQLite or FTS5 prepare while a statement runs are
+//     cached for the connection's life, so a node that prepared them
+//     earlier allocates nothing now;
+//   - buffers a virtual table keeps growing across statements: FTS5's
+//     pending-terms hash (fts5HashResize, which keeps its size after each
+//     flush) and the unicode61 tokenizer's case-folding buffer
+//     (fts5UnicodeTokenize);
+//   - the pre-update hook (nqlite's own reading of the row changes).
+//
+// Lookaside allocations (at most a few hundred bytes, served from the
+// connection's slots or the heap depending on what is in use) are far
+// below the threshold, and so are the statement journal's chunks. The
+// exclusions are recognised by the function that asked the allocator
+// (the first caller outside SQLite's malloc layer) or, for preparing, by
+// any caller: modernc's SQLite is Go, so runtime.Callers sees its frames.
+// The stack is walked only for allocations of the threshold or more made
+// by an armed v5 meter's connection, which are rare.
+const (
+	// valueThreshold is the smallest allocation that counts, in bytes.
+	// Every ordinary row and statement allocates less; values below it
+	// are the residual that is not charged (DESIGN.md "Large values").
+	valueThreshold = 16 << 10
+	// valueBytesPerStep converts charged bytes into steps. Measured with
+	// BenchmarkLargeValues (DESIGN.md): building a 16 MB value with
+	// printf takes about 30 ms, 2 ns a byte, and an ordinary step 27-38
+	// ns, so 16 bytes a step weighs the slowest value builders about as
+	// a step, and memcpy-like copies (0.1-0.5 ns a byte) more.
+	valueBytesPerStep = 16
+)
+
+// origMem are SQLite's memory methods before installValueAllocator
+// wrapped them; origMalloc and origRealloc call its xMalloc and xRealloc.
+var (
+	origMem     lib.Tsqlite3_mem_methods
+	wrappedMem  lib.Tsqlite3_mem_methods // a global: SQLite reads it through a uintptr (checkptr)
+	origMalloc  func(*libc.TLS, int32) uintptr
+	origRealloc func(*libc.TLS, uintptr, int32) uintptr
+	// valueMeters maps the *libc.TLS of every apply connection with a
+	// meter to the meter. Only its own goroutine writes a meter's fields
+	// (a TLS is used by one goroutine at a time).
+	valueMeters sync.Map
+	// allocInstallErr is why the wrapper could not be installed (nil if
+	// it was); Open fails with it.
+	allocInstallErr error
+)
+
+func init() { allocInstallErr = installValueAllocator() }
+
+// installValueAllocator wraps SQLite's xMalloc and xRealloc
+// (SQLITE_CONFIG_GETMALLOC, then SQLITE_CONFIG_MALLOC) and turns off the
+// page cache's initial bulk allocation (SQLITE_CONFIG_PAGECACHE with no
+// buffer: pcache1's nInitPage is SQLite's nPage, 0), whose timing, at a
+// cache's first fetch, is a connection's. It runs before any connection
+// is opened (zombiezen initializes SQLite at the first open); if SQLite is
+// already initialized, it is shut down first.
+func installValueAllocator() error {
+	tls := libc.NewTLS()
+	defer tls.Close()
+	va := tls.Alloc(64)
+	defer tls.Free(64)
+	config := func(op int32, args ...any) int32 {
+		return lib.Xsqlite3_config(tls, op, libc.VaList(va, args...))
+	}
+	getMalloc := func() int32 {
+		return config(lib.SQLITE_CONFIG_GETMALLOC, uintptr(unsafe.Pointer(&origMem)))
+	}
+	if rc := getMalloc(); rc == lib.SQLITE_MISUSE {
+		if rc := lib.Xsqlite3_shutdown(tls); rc != lib.SQLITE_OK {
+			return fmt.Errorf("sqlite3_shutdown: code %d", rc)
+		}
+		if rc := getMalloc(); rc != lib.SQLITE_OK {
+			return fmt.Errorf("SQLITE_CONFIG_GETMALLOC: code %d", rc)
+		}
+	} else if rc != lib.SQLITE_OK {
+		return fmt.Errorf("SQLITE_CONFIG_GETMALLOC: code %d", rc)
+	}
+	if origMem.FxMalloc == 0 || origMem.FxRealloc == 0 {
+		return fmt.Errorf("SQLITE_CONFIG_GETMALLOC: no allocator")
+	}
+	origMalloc = *(*func(*libc.TLS, int32) uintptr)(unsafe.Pointer(&struct{ uintptr }{origMem.FxMalloc}))
+	origRealloc = *(*func(*libc.TLS, uintptr, int32) uintptr)(unsafe.Pointer(&struct{ uintptr }{origMem.FxRealloc}))
+	wrappedMem = origMem
+	wrappedMem.FxMalloc = cFuncPointer(valueMalloc)
+	wrappedMem.FxRealloc = cFuncPointer(valueRealloc)
+	if rc := config(lib.SQLITE_CONFIG_MALLOC, uintptr(unsafe.Pointer(&wrappedMem))); rc != lib.SQLITE_OK {
+		return fmt.Errorf("SQLITE_CONFIG_MALLOC: code %d", rc)
+	}
+	if rc := config(lib.SQLITE_CONFIG_PAGECACHE, uintptr(0), int32(0), int32(0)); rc != lib.SQLITE_OK {
+		return fmt.Errorf("SQLITE_CONFIG_PAGECACHE: code %d", rc)
+	}
+	return nil
+}
+
+// valueMalloc is SQLite's xMalloc: SQLite's own, charging a large
+// allocation to the running v5 entry's statement, if any.
+func valueMalloc(tls *libc.TLS, n int32) uintptr {
+	if n >= valueThreshold {
+		chargeValue(tls, n)
+	}
+	return origMalloc(tls, n)
+}
+
+// valueRealloc is SQLite's xRealloc, charging a large new size likewise.
+func valueRealloc(tls *libc.TLS, p uintptr, n int32) uintptr {
+	if n >= valueThreshold {
+		chargeValue(tls, n)
+	}
+	return origRealloc(tls, p, n)
+}
+
+// chargeValue charges an allocation of n bytes on the connection of tls,
+// if it is an apply connection whose meter counts values and its
+// statement is running, and the allocation is not one of the exclusions.
+// Over the budget, it marks the statement stopped and interrupts it (at
+// the VM's next jump); it never fails the allocation.
+func chargeValue(tls *libc.TLS, n int32) {
+	v, ok := valueMeters.Load(tls)
+	if !ok {
+		return
+	}
+	m := v.(*meter)
+	if !m.armed || !m.values || m.inHook || m.over != "" {
+		return
+	}
+	if lib.Xsqlite3_stmt_busy(tls, m.stmt) == 0 || excludedAlloc() {
+		return
+	}
+	m.vbytes += uint64(n)
+	if m.base+m.calls*progressEvery+m.vbytes/valueBytesPerStep > m.limit {
+		m.over = stepsError(m.limit)
+		lib.Xsqlite3_interrupt(tls, m.db)
+	}
+}
+
+// allocLayer are SQLite's malloc functions between an allocating function
+// and xMalloc/xRealloc (and the wrappers themselves).
+var allocLayer = map[string]bool{
+	"valueMalloc": true, "valueRealloc": true, "chargeValue": true,
+	"_mallocWithAlarm": true, "_sqlite3Malloc": true, "Xsqlite3_malloc": true,
+	"Xsqlite3_malloc64": true, "_sqlite3MallocZero": true, "_dbMallocRawFinish": true,
+	"_sqlite3DbMallocRawNN": true, "_sqlite3DbMallocRaw": true, "_sqlite3DbMallocZero": true,
+	"_sqlite3Realloc": true, "Xsqlite3_realloc": true, "Xsqlite3_realloc64": true,
+	"_sqlite3DbRealloc": true, "_dbReallocFinish": true, "_sqlite3DbReallocOrFree": true,
+	"_sqlite3Fts5MallocZero": true,
+}
+
+// excludedCallers are allocating functions whose allocations do not
+// count; excludedAnywhere exclude everything allocated below them.
+var (
+	excludedCallers = map[string]bool{
+		"_pcache1Alloc": true, "_pcache1ResizeHash": true, "_pcache1InitBulk": true,
+		"_fts5HashResize": true, "_fts5UnicodeTokenize": true,
+	}
+	excludedAnywhere = map[string]bool{
+		"_sqlite3LockAndPrepare": true, "_sqlite3InitOne": true,
+	}
+)
+
+// excludedAlloc reports whether the allocation being made is one of the
+// exclusions (see above), from the caller's stack.
+func excludedAlloc() bool {
+	var pcs [64]uintptr
+	direct := true
+	for skip := 2; ; skip += len(pcs) {
+		n := runtime.Callers(skip, pcs[:])
+		frames := runtime.CallersFrames(pcs[:n])
+		for {
+			f, more := frames.Next()
+			name := f.Function
+			if i := strings.LastIndexByte(name, '.'); i >= 0 {
+				name = name[i+1:]
+			}
+			if direct && name != "" && !allocLayer[name] {
+				if excludedCallers[name] {
+					return true
+				}
+				direct = false
+			}
+			if excludedAnywhere[name] {
+				return true
+			}
+			if !more {
+				break
+			}
+		}
+		if n < len(pcs) {
+			return false
+		}
+	}
+}
