@@ -95,13 +95,26 @@ func TestValues_OrdinaryFits(t *testing.T) {
 func valueEntries() []Msg {
 	var msgs []Msg
 	b := Budget{Steps: 1_000_000, Bytes: 1 << 30}
-	add := func(sql ...string) {
+	addTx := func(tx bool, sql ...string) {
 		n := len(msgs)
 		msgs = append(msgs, Msg{Seq: uint64(n + 1), Data: (&Entry{Node: "n1", Token: "tok", Time: 1700000000000 + int64(n),
-			Seed: int64(n), Budget: b, Statements: stmts(sql...)}).Encode()})
+			Seed: int64(n), Budget: b, Tx: tx, Statements: stmts(sql...)}).Encode()})
 	}
+	add := func(sql ...string) { addTx(false, sql...) }
 	add("CREATE TABLE big(id INTEGER PRIMARY KEY, v)", "CREATE TABLE small(a, b)",
 		"CREATE VIRTUAL TABLE f USING fts5(body)")
+	// Updates of existing pages in a savepoint (a transaction request's)
+	// write the statement journal. With temp_store=MEMORY (db.go) it is
+	// an in-memory journal of chunks of about 1 KiB, below the threshold;
+	// with temporary files it would be chunks of 64 KiB (SQLite's
+	// nStmtSpill) until it spilled to a file that stays for the rest of
+	// the SQLite transaction, so that a node applying these in one batch
+	// would allocate no chunk for the second and third.
+	add("CREATE TABLE wide(id INTEGER PRIMARY KEY, pad)",
+		"INSERT INTO wide(pad) SELECT zeroblob(1000) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 400) SELECT x FROM c)")
+	for _, c := range []int{65, 66, 67} {
+		addTx(true, fmt.Sprintf("UPDATE wide SET pad = printf('%%.*c', 1000, char(%d + id %% 20))", c))
+	}
 	for i, n := range []int{100_000, 700_000, 1_500_000, 3_000_000, 5_000_000} {
 		add(fmt.Sprintf("INSERT INTO big(v) VALUES(printf('%%.*c', %d, 'a'))", n),
 			fmt.Sprintf("INSERT INTO big(v) VALUES(zeroblob(%d))", n*2),
