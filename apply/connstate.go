@@ -35,9 +35,12 @@ import (
 //     freed them earlier in the same batch (found by TestDeterminism).
 //     Forgetting is safe here: no savepoint spans entries, and in WAL
 //     mode a rollback of the whole transaction needs no journal;
-//   - last_insert_rowid() and changes() start at 0.
+//   - last_insert_rowid() and changes() start at 0;
+//   - no idle statement keeps parameters bound by an earlier entry
+//     (clearIdleBindings).
 func (db *DB) resetEntry() error {
 	w := db.w
+	w.clearIdleBindings()
 	if err := w.joinVirtualTables(); err != nil {
 		return err
 	}
@@ -93,6 +96,29 @@ func (c *conn) joinVirtualTables() error {
 		c.exec("DELETE FROM " + quoteIdent(name) + " WHERE 0") // joins; an error is every node's
 	}
 	return nil
+}
+
+// clearIdleBindings sets every parameter of every statement of the
+// connection that is not running to NULL (sqlite3_clear_bindings).
+// Virtual tables keep their own prepared statements for the connection's
+// life, and FTS5 does not bind every parameter before each use: with
+// contentless_delete=1, a new row's placeholder in %_docsize is
+// inserted by a statement whose third parameter (the origin) still holds
+// the value of its previous use on this connection, and is NULL on a
+// connection that never used it (a node restarted since). The row is
+// replaced at once, so the file is the same either way, but the
+// pre-update hook sees the placeholder: the bytes a request writes and
+// the running digest differed between a node that had restarted and one
+// that had not (TestDB_IdleBindings). nqlite binds all of its own
+// statements' parameters before every use, so clearing them changes
+// nothing else. It is done for every entry version: the old behaviour was
+// not the same on every node to begin with.
+func (c *conn) clearIdleBindings() {
+	for s := lib.Xsqlite3_next_stmt(c.tls, c.handle, 0); s != 0; s = lib.Xsqlite3_next_stmt(c.tls, c.handle, s) {
+		if lib.Xsqlite3_stmt_busy(c.tls, s) == 0 {
+			lib.Xsqlite3_clear_bindings(c.tls, s)
+		}
+	}
 }
 
 // vtabsInTx reports whether a virtual table takes part in the current

@@ -240,3 +240,56 @@ func testValuesDeterminism(t *testing.T, pageSize int) {
 		})
 	}
 }
+
+// TestDB_IdleBindings: FTS5 with contentless_delete=1 inserts a new row's
+// placeholder in %_docsize with a parameter still bound from the
+// statement's previous use on the connection (NULL on a connection that
+// never used it). A node that restarted and one that did not must count
+// the same bytes for the entry and keep the same running digest
+// (clearIdleBindings).
+func TestDB_IdleBindings(t *testing.T) {
+	var msgs []Msg
+	for i, sql := range []string{
+		"CREATE VIRTUAL TABLE f USING fts5(body, content='', contentless_delete=1)",
+		"INSERT INTO f(body) VALUES('w1 x')",
+		"INSERT INTO f(body) VALUES('w2 x')",
+		"INSERT INTO f(body) VALUES('last one')",
+	} {
+		msgs = append(msgs, Msg{Seq: uint64(i + 1), Data: (&Entry{Node: "n1", Token: "tok", Time: 1700000000000 + int64(i),
+			Seed: int64(i), Budget: Budget{Steps: DefaultSteps, Bytes: DefaultBytes}, Statements: stmts(sql)}).Encode()})
+	}
+	last := uint64(len(msgs))
+	warmDir, restartedDir := t.TempDir(), t.TempDir()
+	warm := openDB(t, filepath.Join(warmDir, "db.sqlite"))
+	restarted := openDB(t, filepath.Join(restartedDir, "db.sqlite"))
+	var got, want Budget
+	warm.traceCost = func(seq uint64, b Budget) {
+		if seq == last {
+			want = b
+		}
+	}
+	for i := range msgs {
+		if err := warm.ApplyBatch(context.Background(), msgs[i:i+1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := restarted.ApplyBatch(context.Background(), msgs[:last-1]); err != nil {
+		t.Fatal(err)
+	}
+	restarted.Close()
+	restarted = openDB(t, filepath.Join(restartedDir, "db.sqlite"))
+	restarted.traceCost = func(seq uint64, b Budget) {
+		if seq == last {
+			got = b
+		}
+	}
+	if err := restarted.ApplyBatch(context.Background(), msgs[last-1:]); err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Errorf("last entry spent %+v on the restarted node, %+v on the other", got, want)
+	}
+	if g, w := restarted.Digest(), warm.Digest(); g != w {
+		t.Errorf("running digest %+v on the restarted node, %+v on the other", g, w)
+	}
+}
