@@ -186,6 +186,9 @@ func (db *DB) open() error {
 		return err
 	}
 	db.w.apply = true
+	if err := db.w.disableLookaside(); err != nil {
+		return err
+	}
 	for _, q := range []string{
 		"PRAGMA journal_mode=WAL",
 		// Sorts, temporary b-trees and statement journals stay in memory:

@@ -15,41 +15,45 @@ import (
 // or copies a multi-megabyte value (printf, hex, ||, a record of a
 // recursive CTE, a blob read back from a table) counts as one step, though
 // it costs as much as a million ordinary ones. So in a v5 entry every
-// large allocation SQLite makes on the apply connection while an entry's
-// statement runs is charged to the step budget as well, at
-// valueBytesPerStep bytes a step.
+// allocation of valueThreshold bytes or more that SQLite makes on the
+// apply connection while an entry's statement runs is charged to the step
+// budget as well, at valueBytesPerStep bytes a step.
 //
-// Only allocations of at least valueThreshold bytes count, and not those
-// whose amount or timing depends on the connection's history rather than
-// on the entry and the file (which are the same on every node):
+// Not those whose amount or timing depends on the connection's history
+// rather than on the entry and the file (which are the same on every
+// node):
 //
 //   - the page cache (pcache1Alloc: pages, and the pager's and b-tree's
 //     page-sized scratch buffers; pcache1ResizeHash: its hash table, grown
 //     as the cache fills; pcache1InitBulk, disabled anyway below): a warm
 //     cache allocates nothing where a cold one allocates a page;
-//   - preparing a statement (sqlite3LockAndPrepare, sqlite3InitOne):
+//   - parsing and schema loading (sqlite3.pParse set, sqlite3.init.busy):
 //     nested statements SQLite or FTS5 prepare while a statement runs are
 //     cached for the connection's life, so a node that prepared them
 //     earlier allocates nothing now;
-//   - buffers a virtual table keeps growing across statements: FTS5's
-//     pending-terms hash (fts5HashResize, which keeps its size after each
-//     flush) and the unicode61 tokenizer's case-folding buffer
-//     (fts5UnicodeTokenize);
+//   - what FTS5 keeps across statements: its pending-terms hash
+//     (sqlite3Fts5HashNew, made at a table's first write on the
+//     connection, and fts5HashResize, which keeps its size after each
+//     flush), the unicode61 tokenizer's case-folding buffer
+//     (fts5UnicodeTokenize) and the structure record (read by
+//     fts5StructureReadUncached only when the connection has none);
 //   - the pre-update hook (nqlite's own reading of the row changes).
 //
-// Lookaside allocations (at most a few hundred bytes, served from the
-// connection's slots or the heap depending on what is in use) are far
-// below the threshold, and so are the statement journal's chunks. The
-// exclusions are recognised by the function that asked the allocator
-// (the first caller outside SQLite's malloc layer) or, for preparing, by
-// any caller: modernc's SQLite is Go, so runtime.Callers sees its frames.
-// The stack is walked only for allocations of the threshold or more made
-// by an armed v5 meter's connection, which are rare.
+// The apply connection has no lookaside (disableLookaside), so small
+// allocations cannot come from slots whose availability is history too.
+// The exclusions are recognised by the function that asked the allocator
+// (the first caller outside SQLite's malloc layer) or its caller:
+// modernc's SQLite is Go, so runtime.Callers sees its frames. The stack
+// is walked only for allocations of the threshold or more made while an
+// armed v5 meter's statement runs.
 const (
-	// valueThreshold is the smallest allocation that counts, in bytes.
-	// Every ordinary row and statement allocates less; values below it
-	// are the residual that is not charged (DESIGN.md "Large values").
-	valueThreshold = 16 << 10
+	// valueThreshold is the smallest allocation that counts, in bytes:
+	// one more than SQLite's default lookaside slot, so a row of a few
+	// short values allocates less. Values below it are the residual that
+	// is not charged (DESIGN.md "Large values": a recursive CTE carrying
+	// a 1,100-byte value runs 79-121 ns a step, 4-6 s at the default
+	// budget).
+	valueThreshold = 1201
 	// valueBytesPerStep converts charged bytes into steps. Measured with
 	// BenchmarkLargeValues (DESIGN.md): building a 16 MB value with
 	// printf takes about 30 ms, 2 ns a byte, and an ordinary step 27-38
@@ -152,7 +156,7 @@ func chargeValue(tls *libc.TLS, n int32) {
 	if !m.armed || !m.values || m.inHook || m.over != "" {
 		return
 	}
-	if lib.Xsqlite3_stmt_busy(tls, m.stmt) == 0 || excludedAlloc() {
+	if lib.Xsqlite3_stmt_busy(tls, m.stmt) == 0 || inParse(m.db) || excludedAlloc() {
 		return
 	}
 	m.vbytes += uint64(n)
@@ -175,45 +179,79 @@ var allocLayer = map[string]bool{
 }
 
 // excludedCallers are allocating functions whose allocations do not
-// count; excludedAnywhere exclude everything allocated below them.
+// count; excludedParents exclude the allocations of the function that
+// they call directly (the allocating function's caller).
 var (
 	excludedCallers = map[string]bool{
 		"_pcache1Alloc": true, "_pcache1ResizeHash": true, "_pcache1InitBulk": true,
-		"_fts5HashResize": true, "_fts5UnicodeTokenize": true,
+		"_fts5HashResize": true, "_fts5UnicodeTokenize": true, "_sqlite3Fts5HashNew": true,
 	}
-	excludedAnywhere = map[string]bool{
-		"_sqlite3LockAndPrepare": true, "_sqlite3InitOne": true,
+	excludedParents = map[string]bool{
+		// FTS5 keeps its structure record (the list of segments) for
+		// the connection's life and reads it again only after another
+		// connection wrote, so a node that restarted reads it where
+		// another does not.
+		"_fts5StructureReadUncached": true,
 	}
 )
 
+// disableLookaside turns off the apply connection's lookaside
+// (SQLITE_DBCONFIG_LOOKASIDE with no slots), so every allocation of its
+// statements reaches the allocator. With lookaside on, an allocation of up
+// to 1,200 bytes takes a free slot if there is one, and how many are free
+// depends on the connection's history (its cached statements hold some);
+// SQLite then sizes a growing buffer (a string being built, a record)
+// from the capacity it got, 1,200 in a slot and the allocator's size on
+// the heap, so even the sizes of its later, large allocations would
+// depend on that history.
+func (c *conn) disableLookaside() error {
+	va := c.tls.Alloc(32)
+	defer c.tls.Free(32)
+	if rc := lib.Xsqlite3_db_config(c.tls, c.handle, lib.SQLITE_DBCONFIG_LOOKASIDE, libc.VaList(va, uintptr(0), int32(0), int32(0))); rc != lib.SQLITE_OK {
+		return fmt.Errorf("disable lookaside: SQLite code %d", rc)
+	}
+	return nil
+}
+
+// inParse reports whether SQLite is parsing (a statement being prepared,
+// also one that a virtual table, ALTER TABLE or the schema's loading
+// prepares while another statement runs: sqlite3.pParse) or loading the
+// schema (sqlite3.init.busy): a node that prepared and loaded earlier
+// allocates nothing now.
+func inParse(db uintptr) bool {
+	d := (*lib.Tsqlite3)(ptr(&db))
+	return d.FpParse != 0 || d.Finit1.Fbusy != 0
+}
+
 // excludedAlloc reports whether the allocation being made is one of the
-// exclusions (see above), from the caller's stack.
+// exclusions (see above), from the first two frames outside SQLite's
+// malloc layer.
 func excludedAlloc() bool {
-	var pcs [64]uintptr
-	direct := true
-	for skip := 2; ; skip += len(pcs) {
-		n := runtime.Callers(skip, pcs[:])
-		frames := runtime.CallersFrames(pcs[:n])
-		for {
-			f, more := frames.Next()
-			name := f.Function
-			if i := strings.LastIndexByte(name, '.'); i >= 0 {
-				name = name[i+1:]
-			}
-			if direct && name != "" && !allocLayer[name] {
-				if excludedCallers[name] {
-					return true
-				}
-				direct = false
-			}
-			if excludedAnywhere[name] {
+	var pcs [16]uintptr
+	n := runtime.Callers(3, pcs[:])
+	frames := runtime.CallersFrames(pcs[:n])
+	depth := -1 // 0: the allocating function, 1: its caller
+	for {
+		f, more := frames.Next()
+		name := f.Function
+		if i := strings.LastIndexByte(name, '.'); i >= 0 {
+			name = name[i+1:]
+		}
+		if depth < 0 && name != "" && !allocLayer[name] {
+			depth = 0
+		}
+		switch depth {
+		case 0:
+			if excludedCallers[name] {
 				return true
 			}
-			if !more {
-				break
-			}
+		case 1:
+			return excludedParents[name]
 		}
-		if n < len(pcs) {
+		if depth >= 0 {
+			depth++
+		}
+		if !more {
 			return false
 		}
 	}
