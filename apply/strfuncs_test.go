@@ -142,8 +142,7 @@ func diffConns(t *testing.T, lim int) (native, linear *sqlite.Conn) {
 // with NUL bytes, multi-byte, invalid and truncated UTF-8, leading
 // continuation bytes, empty; blobs; integers; reals; NULL; mixed), the
 // linear instr() and replace() give exactly SQLite's results: type,
-// value and error. The arguments' types after the call (SQLite converts
-// some in place) are compared too.
+// value and error.
 func TestInstrReplace_Differential(t *testing.T) {
 	native, linear := diffConns(t, MaxValueBytes)
 	queries := []string{
