@@ -245,6 +245,9 @@ func (db *DB) open() error {
 	if err := installMath(wc); err != nil {
 		return err
 	}
+	if err := installLinearStrings(wc); err != nil {
+		return err
+	}
 	if err := installRefusals(wc); err != nil {
 		return err
 	}
