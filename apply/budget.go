@@ -111,11 +111,14 @@ type meter struct {
 	bytes uint64  // bytes written by the entry, this statement included
 	maxB  uint64  // bytes allowed
 	over  string  // why this statement was stopped ("" if it was not)
-	// values: large allocations count (entry format version 5,
-	// valuemem.go); vbytes is what they charged in this statement;
-	// inHook is set while the pre-update hook runs (not charged).
+	// values: large allocations and large values held count (entry
+	// format version 5, valuemem.go); vbytes is the bytes the
+	// allocations charged in this statement, held the steps the values
+	// held charged; inHook is set while the pre-update hook runs (not
+	// charged).
 	values bool
 	vbytes uint64
+	held   uint64
 	inHook bool
 	pValue uintptr // C memory for sqlite3_preupdate_new's out pointer
 	// capture holds the row changes of the write being stepped
@@ -172,7 +175,7 @@ func (m *meter) arm(cs *cachedStmt, spent, limit uint64, write bool, bytes, maxB
 func (m *meter) disarm(cs *cachedStmt) (steps uint64, over string) {
 	m.armed = false
 	steps = uint64(uint32(lib.Xsqlite3_stmt_status(m.tls, cs.handle, lib.SQLITE_STMTSTATUS_VM_STEP, 0)))
-	return steps + m.vbytes/valueBytesPerStep, m.over
+	return steps + m.valueSteps(), m.over
 }
 
 // progressCallback is the progress handler: it stops the statement (by
@@ -191,7 +194,10 @@ func progressCallback(tls *libc.TLS, arg uintptr) int32 {
 		return 0 // SQLite is preparing the statement again, not running it
 	}
 	m.calls++
-	if m.base+m.calls*progressEvery+m.vbytes/valueBytesPerStep > m.limit {
+	if m.values {
+		m.held += heldBytes(m.db) * progressEvery / valueHoldBytesPerStep
+	}
+	if m.base+m.calls*progressEvery+m.valueSteps() > m.limit {
 		m.over = stepsError(m.limit)
 		return 1
 	}

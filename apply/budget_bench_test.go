@@ -87,7 +87,9 @@ func BenchmarkBytes(b *testing.B) {
 //
 // The first four stop with the budget error; steps/op is what they were
 // charged, ms/op how long that took, ns/step the time a charged step took.
-// instr100KB and replace100KB are one instr() or replace() of a 10 KB
+// length16MB reads a 16 MB text held in a register (a constant subquery)
+// at every row, charged as a value held. instr100KB and replace100KB are
+// one instr() or replace() of a 10 KB
 // needle in a 100 KB haystack (10 rows), quadratic in one step with
 // SQLite's built-ins, linear with nqlite's (strfuncs.go); cte1100B is
 // what is still not charged: a recursive CTE carrying a value just under
@@ -99,6 +101,7 @@ func BenchmarkLargeValues(b *testing.B) {
 		{"hexzeroblob8MB", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 100) INSERT INTO t SELECT count(length(hex(zeroblob(8000000+x%2)))) FROM c"},
 		{"cte1MB", "WITH RECURSIVE c(x, s) AS (SELECT 1, printf('%.*c', 1000000, 'x') UNION ALL SELECT x+1, s FROM c WHERE x < 100) INSERT INTO t SELECT count(length(s)) FROM c"},
 		{"cte16MB", "WITH RECURSIVE c(x, s) AS (SELECT 1, printf('%.*c', 16000000, 'x') UNION ALL SELECT x+1, s FROM c WHERE x < 100) INSERT INTO t SELECT count(length(s)) FROM c"},
+		{"length16MB", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 100) INSERT INTO t SELECT sum(length((SELECT printf('%.*c', 16000000, 'x'))) + x) FROM c"},
 		{"cte1100B", "WITH RECURSIVE c(x, s) AS (SELECT 1, printf('%.*c', 1100, 'x') UNION ALL SELECT x+1, s FROM c WHERE x < 100000) INSERT INTO t SELECT count(length(s)) FROM c"},
 		{"instr100KB", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 10) INSERT INTO t SELECT sum(instr(printf('%.*c', 100000, 'a'), printf('%.*c', 10000+x%2, 'a') || 'b')) FROM c"},
 		{"replace100KB", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 10) INSERT INTO t SELECT sum(length(replace(printf('%.*c', 100000, 'a'), printf('%.*c', 10000+x%2, 'a') || 'b', 'c'))) FROM c"},
