@@ -206,9 +206,9 @@ func (m *meter) valueSteps() uint64 { return m.vbytes/valueBytesPerStep + m.held
 // took 5.7 ms a row, 0.3 ms a step (BenchmarkLargeValues/length16MB), and
 // it allocates nothing. So at every call of the progress handler
 // (progressEvery steps) a v5 statement is also charged, for each
-// register of a running statement of the connection (sub-programs'
-// frames included) holding a TEXT or BLOB of valueThreshold bytes or
-// more, its length times progressEvery / valueHoldBytesPerStep steps: a
+// register of the statement (sub-programs' frames included) holding a TEXT or BLOB of valueThreshold bytes or
+// more, its length times progressEvery / valueHoldBytesPerStep steps (only
+// the entry's statement, see heldBytes): a
 // kilobyte held for a step weighs one step. Measured with
 // BenchmarkLargeValues: length16MB (0.3 ms a step, each step of a row
 // reading 16 MB once in about 20) now stops in 0.5 s, and a recursive CTE
@@ -221,21 +221,21 @@ func (m *meter) valueSteps() uint64 { return m.vbytes/valueBytesPerStep + m.held
 const valueHoldBytesPerStep = 1024
 
 // heldBytes returns the bytes of the large TEXT and BLOB values in the
-// registers of the connection's running statements.
-func heldBytes(db uintptr) uint64 {
-	var sum uint64
-	d := (*lib.Tsqlite3)(ptr(&db))
-	for v := d.FpVdbe; v != 0; {
-		p := (*lib.TVdbe)(ptr(&v))
-		if p.FeVdbeState == lib.VDBE_RUN_STATE {
-			sum += memBytes(p.FaMem, p.FnMem)
-			for f := p.FpFrame; f != 0; {
-				fr := (*lib.TVdbeFrame)(ptr(&f))
-				sum += memBytes(fr.FaMem, fr.FnMem)
-				f = fr.FpParent
-			}
-		}
-		v = p.FpVNext
+// registers of statement stmt (a Vdbe) while it runs, its sub-programs'
+// frames included. Only the entry's own statement: a virtual table's
+// statements (R*Tree's node reads, incremental blob handles) stay
+// running between statements on a connection that used them, and hold a
+// node in a register, which a connection that connected anew does not.
+func heldBytes(stmt uintptr) uint64 {
+	p := (*lib.TVdbe)(ptr(&stmt))
+	if p.FeVdbeState != lib.VDBE_RUN_STATE {
+		return 0
+	}
+	sum := memBytes(p.FaMem, p.FnMem)
+	for f := p.FpFrame; f != 0; {
+		fr := (*lib.TVdbeFrame)(ptr(&f))
+		sum += memBytes(fr.FaMem, fr.FnMem)
+		f = fr.FpParent
 	}
 	return sum
 }
