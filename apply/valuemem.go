@@ -282,13 +282,35 @@ func inParse(db uintptr) bool {
 	return d.FpParse != 0 || d.Finit1.Fbusy != 0
 }
 
+// allocPaths caches excludedAlloc's answers by call path, the return
+// addresses of the frames it reads: the answer depends only on which
+// functions those are, and a workload allocates from a few paths, so the
+// frames are named once per path (naming them took most of an insert's
+// time when every row allocated a few kilobytes).
+var allocPaths sync.Map // [allocFrames]uintptr -> bool
+
+// allocFrames is how many frames excludedAlloc reads, from the wrapper
+// on: enough for SQLite's malloc layer, the allocating function and its
+// caller.
+const allocFrames = 16
+
 // excludedAlloc reports whether the allocation being made is one of the
 // exclusions (see above), from the first two frames outside SQLite's
 // malloc layer.
 func excludedAlloc() bool {
-	var pcs [16]uintptr
+	var pcs [allocFrames]uintptr
 	n := runtime.Callers(3, pcs[:])
-	frames := runtime.CallersFrames(pcs[:n])
+	if v, ok := allocPaths.Load(pcs); ok {
+		return v.(bool)
+	}
+	ex := excludedFrames(pcs[:n])
+	allocPaths.Store(pcs, ex)
+	return ex
+}
+
+// excludedFrames is excludedAlloc's answer for the frames at pcs.
+func excludedFrames(pcs []uintptr) bool {
+	frames := runtime.CallersFrames(pcs)
 	depth := -1 // 0: the allocating function, 1: its caller
 	for {
 		f, more := frames.Next()
