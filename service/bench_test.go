@@ -270,14 +270,7 @@ func benchStartEchoProcess(b *testing.B, url string) {
 	}
 	b.Cleanup(func() {
 		stdin.Close() // the echo process exits at EOF
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
+		benchWaitExit(cmd)
 	})
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil || !strings.HasPrefix(line, "echo ready") {
@@ -1073,17 +1066,22 @@ func benchStartProcess(b *testing.B, bin, url, id string, replicas int) int {
 	}
 	b.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
+		benchWaitExit(cmd)
 		logf.Close()
 	})
 	return cmd.Process.Pid
+}
+
+// benchWaitExit waits for a process asked to stop, and kills it after 10 s.
+func benchWaitExit(cmd *exec.Cmd) {
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
 }
 
 // benchWaitServes waits until node id answers requests sent to url (queue

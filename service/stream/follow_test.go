@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -669,24 +671,7 @@ func TestFollow_LocalAppend(t *testing.T) {
 	s, _ := openStream(t, url)
 	other, _ := openStream(t, url)
 	release := make(chan struct{})
-	opts := FollowOptions{drop: func(seq uint64) bool {
-		if seq == 1 {
-			select {
-			case <-release:
-			case <-time.After(20 * time.Second):
-			}
-		}
-		return seq == 2 // only the local path can apply it
-	}}
-	var mu sync.Mutex
-	bodies := map[uint64]string{}
-	r := &recorder{tb: t, hook: func(m Msg) {
-		mu.Lock()
-		bodies[m.Seq] = string(m.Data)
-		mu.Unlock()
-	}}
-	follow(t, s, 1, opts, r)
-	waitFor(t, "the follower's local path", func() bool { return s.sink.Load() != nil })
+	r, bodies := localFollow(t, s, release, 2) // only the local path can apply 2
 	ctx := context.Background()
 	if ack, err := other.Append(ctx, []byte("another node's"), ""); err != nil || ack.Seq != 1 {
 		t.Fatalf("other append: %+v, %v", ack, err)
@@ -702,9 +687,8 @@ func TestFollow_LocalAppend(t *testing.T) {
 	if got, want := r.got(), seqs(1, 2); !equal(got, want) {
 		t.Fatalf("got %v, want %v", got, want)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if got, want := bodies[1]+"|"+bodies[2], "another node's|mine"; got != want {
+	b := bodies()
+	if got, want := b[1]+"|"+b[2], "another node's|mine"; got != want {
 		t.Fatalf("bodies: got %q, want %q", got, want)
 	}
 }
@@ -717,24 +701,7 @@ func TestFollow_LocalSkipsDuplicate(t *testing.T) {
 	s, _ := openStream(t, url)
 	other, _ := openStream(t, url)
 	release := make(chan struct{})
-	opts := FollowOptions{drop: func(seq uint64) bool {
-		if seq == 1 {
-			select {
-			case <-release:
-			case <-time.After(20 * time.Second):
-			}
-		}
-		return false
-	}}
-	var mu sync.Mutex
-	bodies := map[uint64]string{}
-	r := &recorder{tb: t, hook: func(m Msg) {
-		mu.Lock()
-		bodies[m.Seq] = string(m.Data)
-		mu.Unlock()
-	}}
-	follow(t, s, 1, opts, r)
-	waitFor(t, "the follower's local path", func() bool { return s.sink.Load() != nil })
+	r, bodies := localFollow(t, s, release)
 	ctx := context.Background()
 	if ack, err := other.Append(ctx, []byte("original"), "id-1"); err != nil || ack.Seq != 1 {
 		t.Fatalf("other append: %+v, %v", ack, err)
@@ -744,9 +711,37 @@ func TestFollow_LocalSkipsDuplicate(t *testing.T) {
 	}
 	close(release)
 	waitFor(t, "seq 1", func() bool { return r.last() == 1 })
-	mu.Lock()
-	defer mu.Unlock()
-	if got, want := bodies[1], "original"; got != want {
+	if got, want := bodies()[1], "original"; got != want {
 		t.Fatalf("seq 1 applied as %q, want %q", got, want)
+	}
+}
+
+// localFollow starts a follower of s from 1 whose delivery of sequence 1
+// waits until release is closed, and whose deliveries of the sequences in
+// lost never arrive; bodies returns what was applied, by sequence.
+func localFollow(t *testing.T, s *Stream, release <-chan struct{}, lost ...uint64) (r *recorder, bodies func() map[uint64]string) {
+	t.Helper()
+	opts := FollowOptions{drop: func(seq uint64) bool {
+		if seq == 1 {
+			select {
+			case <-release:
+			case <-time.After(20 * time.Second):
+			}
+		}
+		return slices.Contains(lost, seq)
+	}}
+	var mu sync.Mutex
+	got := map[uint64]string{}
+	r = &recorder{tb: t, hook: func(m Msg) {
+		mu.Lock()
+		got[m.Seq] = string(m.Data)
+		mu.Unlock()
+	}}
+	follow(t, s, 1, opts, r)
+	waitFor(t, "the follower's local path", func() bool { return s.sink.Load() != nil })
+	return r, func() map[uint64]string {
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(got)
 	}
 }
