@@ -111,8 +111,9 @@ type meter struct {
 	bytes uint64  // bytes written by the entry, this statement included
 	maxB  uint64  // bytes allowed
 	over  string  // why this statement was stopped ("" if it was not)
-	// values: large allocations and large values held count (entry
-	// format version 5, valuemem.go); vbytes is the bytes the
+	// values: large allocations and large values held count, and only
+	// the entry statement's own steps (entry format version 5,
+	// valuemem.go); vbytes is the bytes the
 	// allocations charged in this statement, held the steps the values
 	// held charged; inHook is set while the pre-update hook runs (not
 	// charged).

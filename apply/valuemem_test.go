@@ -277,8 +277,7 @@ func TestDB_IdleBindings(t *testing.T) {
 		"INSERT INTO f(body) VALUES('w2 x')",
 		"INSERT INTO f(body) VALUES('last one')",
 	} {
-		msgs = append(msgs, Msg{Seq: uint64(i + 1), Data: (&Entry{Node: "n1", Token: "tok", Time: 1700000000000 + int64(i),
-			Seed: int64(i), Budget: Budget{Steps: DefaultSteps, Bytes: DefaultBytes}, Statements: stmts(sql)}).Encode()})
+		msgs = append(msgs, Msg{Seq: uint64(i + 1), Data: versionEntry(EntryVersion, "tok", Budget{Steps: DefaultSteps, Bytes: DefaultBytes}, sql)})
 	}
 	last := uint64(len(msgs))
 	warmDir, restartedDir := t.TempDir(), t.TempDir()
