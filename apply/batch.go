@@ -189,6 +189,7 @@ func (db *DB) applySegment(msgs []Msg, entries []*Entry, decodeErrs []error) err
 		}
 		db.commitDigests(seqs, digests)
 		db.setApplied(last)
+		db.releaseSnapshots()
 		for i, e := range entries {
 			if decodeErrs[i] != nil {
 				db.skipped.Add(1)

@@ -64,6 +64,10 @@ type conn struct {
 	// reads), watched whether readProgress is installed (read.go).
 	ctx     context.Context
 	watched bool
+	// A read connection's snapshot (readsnap.go): snap while its read
+	// transaction is kept open, begun with applied at snapSeq.
+	snap    bool
+	snapSeq uint64
 	// apply: this is the apply connection, whose every statement may draw
 	// from SQLite's generator and so runs with prngMu held (prng.go).
 	apply     bool

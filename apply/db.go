@@ -80,6 +80,7 @@ type DB struct {
 	nopen   int // readers opened
 
 	applied  atomic.Uint64
+	held     atomic.Int32 // read connections holding a snapshot (readsnap.go)
 	skipped  atomic.Uint64
 	waiting  atomic.Int64 // callers blocked in WaitApplied
 	mu       sync.Mutex
@@ -513,6 +514,7 @@ func (db *DB) closeConns() error {
 		errs = append(errs, db.w.close())
 	}
 	db.readers, db.nopen, db.helper, db.w, db.meter = nil, 0, nil, nil, nil
+	db.held.Store(0) // closing a connection ended its snapshot
 	return errors.Join(errs...)
 }
 

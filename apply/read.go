@@ -140,19 +140,24 @@ func (p *Plan) Run(ctx context.Context, maxBytes int) ([]api.Result, uint64, err
 	// The progress handler (readProgress) ends the read once ctx ends.
 	c.ctx = ctx
 	defer func() { c.ctx = nil }()
+	// The statements read the connection's snapshot (readsnap.go), kept
+	// for the next read unless a statement fails.
 	seq := p.db.applied.Load()
-	multi := len(p.cs) > 1
-	if multi {
-		if err := c.exec("BEGIN"); err != nil {
+	if c.snap && c.snapSeq != seq {
+		p.db.endSnapshot(c)
+	}
+	if !c.snap {
+		if err := p.db.beginSnapshot(c, seq); err != nil {
 			return nil, 0, err
 		}
-		defer func() {
-			c.ctx = nil
-			if c.exec("COMMIT") != nil {
-				c.exec("ROLLBACK")
-			}
-		}()
 	}
+	failed := true
+	defer func() {
+		if failed || c.autocommit() {
+			c.ctx = nil
+			p.db.endSnapshot(c)
+		}
+	}()
 	results := make([]api.Result, len(p.cs))
 	for i, cs := range p.cs {
 		if i > 0 && ctx.Err() != nil {
@@ -183,6 +188,13 @@ func (p *Plan) Run(ctx context.Context, maxBytes int) ([]api.Result, uint64, err
 				return nil, 0, api.NewError(api.KindReadTimeout, "statement %d interrupted: the request timed out while it read", i+1)
 			}
 			results[i] = api.Result{Error: sqlErrorText(err, cs.sql)}
+			continue
+		}
+	}
+	failed = false
+	for i := range results {
+		if p.errs[i] != nil || results[i].Error != "" {
+			failed = true
 		}
 	}
 	return results, seq, nil
@@ -306,11 +318,13 @@ func (db *DB) takeReader(ctx context.Context) (*conn, chan *conn, error) {
 	}
 	select {
 	case c := <-readers:
+		db.freshen(c)
 		return c, readers, nil
 	default: // none free: wait (ctx.Done makes a channel: not before it is needed)
 	}
 	select {
 	case c := <-readers:
+		db.freshen(c)
 		return c, readers, nil
 	case <-ctx.Done():
 		return nil, nil, api.NewError(api.KindReadTimeout, "no read connection became free before the request timed out; nothing was published")
