@@ -246,25 +246,3 @@ func TestError_Kinds(t *testing.T) {
 		}
 	}
 }
-
-// FuzzParseRequest checks the decoder never panics and either returns
-// statements or a 400 with a message.
-func FuzzParseRequest(f *testing.F) {
-	for _, s := range []string{"SELECT 1", `["SELECT 1"]`, `[["SELECT ?", 1, 2.0, "x", null, [1], {"base64": "AA=="}]]`,
-		`{"statements": "SELECT 1", "level": "strong", "timeout_ms": 10}`, `[["SELECT :a", {"a": true}]]`, "\x00", "[" + "\xff"} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		req, err := api.ParseRequest(data)
-		if err != nil {
-			var ae *api.Error
-			if !errors.As(err, &ae) || ae.Code != api.CodeBadRequest || ae.Message == "" {
-				t.Fatalf("error %v is not a 400 with a message", err)
-			}
-			return
-		}
-		if len(req.Statements) == 0 {
-			t.Fatal("no statements and no error")
-		}
-	})
-}

@@ -89,7 +89,22 @@ func ValidDBName(name string) bool { return dbNameRE.MatchString(name) }
 // plain SQL text (split into statements with Split), a JSON array of
 // statements, or a JSON object with "statements" and options. Errors are
 // *Error with CodeBadRequest and say what to change.
+//
+// Requests in the shapes client.Request.Encode writes are decoded by a
+// single-pass fast path (parseRequestFast, fastjson.go); every other
+// payload, and every payload that fails, goes through parseRequestJSON,
+// the encoding/json decoding, so results and errors are the same either
+// way.
 func ParseRequest(data []byte) (*Request, error) {
+	if req, ok := parseRequestFast(data); ok {
+		return req, nil
+	}
+	return parseRequestJSON(data)
+}
+
+// parseRequestJSON is ParseRequest decoded with encoding/json: the
+// reference the fast path must agree with.
+func parseRequestJSON(data []byte) (*Request, error) {
 	trimmed := bytes.TrimLeft(data, " \t\r\n\f\v")
 	if len(trimmed) == 0 {
 		return nil, Errorf(CodeBadRequest, "empty request: send SQL text, a JSON array of statements, or a JSON object with \"statements\"")

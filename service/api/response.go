@@ -260,7 +260,21 @@ func AppendString(b []byte, s string) []byte {
 // is returned as an *Error (see DecodeError) with code (pass the
 // Nats-Service-Error-Code header, or 0 when absent: CodeInternal), its
 // kind ("code"), node and "seq".
+//
+// Bodies in the shapes AppendJSON writes are decoded by a single-pass fast
+// path (decodeResponseFast, fastjson.go); every other body, and every body
+// that is an error or fails, goes through decodeResponseJSON, the
+// encoding/json decoding, so results and errors are the same either way.
 func DecodeResponse(data []byte, code int) (*Response, error) {
+	if resp, ok := decodeResponseFast(data); ok {
+		return resp, nil
+	}
+	return decodeResponseJSON(data, code)
+}
+
+// decodeResponseJSON is DecodeResponse decoded with encoding/json: the
+// reference the fast path must agree with.
+func decodeResponseJSON(data []byte, code int) (*Response, error) {
 	var raw struct {
 		Results []struct {
 			Error        *string          `json:"error"`

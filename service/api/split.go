@@ -60,6 +60,8 @@ type Scanner struct {
 	pos        int // bytes fed before the current piece
 	start, end int // current statement: first significant byte, just past the last
 	stmts      [][2]int
+	// n counts the statements ended, recorded or not.
+	n int
 }
 
 // Reset forgets everything fed so far.
@@ -184,8 +186,11 @@ func (s *Scanner) Feed(text string) {
 
 // endStatement closes the current statement (recording its range).
 func (s *Scanner) endStatement() {
-	if s.significant && s.record {
-		s.stmts = append(s.stmts, [2]int{s.start, s.end})
+	if s.significant {
+		s.n++
+		if s.record {
+			s.stmts = append(s.stmts, [2]int{s.start, s.end})
+		}
 	}
 	s.significant = false
 	s.nwords, s.trigger, s.tstate = 0, false, 0
