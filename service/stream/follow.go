@@ -461,7 +461,28 @@ func (r *received) note(md *jetstream.MsgMetadata) {
 func consumerBehind(ctx context.Context, cons jetstream.Consumer, got *received, timeout time.Duration) (bool, *jetstream.ConsumerInfo) {
 	ictx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	info, err := cons.Info(ictx)
+	// nats.go's ordered consumer holds its lock in Info and while it
+	// recreates its consumer, retrying with backoff while JetStream is
+	// unreachable: Info then waits for the lock whatever ictx says, and a
+	// stop waited with it (TestLeaf_StopWithHubDown, under CPU load). The
+	// call is left to finish by itself; its answer is dropped.
+	type answer struct {
+		info *jetstream.ConsumerInfo
+		err  error
+	}
+	ch := make(chan answer, 1)
+	go func() {
+		info, err := cons.Info(ictx)
+		ch <- answer{info, err}
+	}()
+	var info *jetstream.ConsumerInfo
+	var err error
+	select {
+	case a := <-ch:
+		info, err = a.info, a.err
+	case <-ictx.Done():
+		return false, nil // as unreachable
+	}
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return true, &jetstream.ConsumerInfo{}
 	}
