@@ -82,7 +82,8 @@ func (db *DB) releaseSnapshots() {
 	if readers == nil {
 		return
 	}
-	idle := make([]*conn, 0, cap(readers))
+	var buf [8]*conn // on the stack for the usual pool sizes
+	idle := buf[:0]
 take:
 	for len(idle) < cap(readers) {
 		select {

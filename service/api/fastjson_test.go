@@ -30,28 +30,24 @@ func sameValue(got, want any) bool {
 // and reports whether the fast path answered.
 func checkRequest(t testing.TB, data []byte) bool {
 	t.Helper()
-	fast, ok := parseRequestFast(data)
-	want, err := parseRequestJSON(data)
-	if !ok {
-		return false
-	}
-	if err != nil {
-		t.Fatalf("%q: the fast path answered %#v, encoding/json fails: %v", data, fast, err)
-	}
-	if !sameValue(*fast, *want) {
-		t.Fatalf("%q:\nfast path     %#v\nencoding/json %#v", data, *fast, *want)
-	}
-	if pub, err := ParseRequest(data); err != nil || !sameValue(*pub, *want) {
-		t.Fatalf("%q: ParseRequest gives %#v, %v", data, pub, err)
-	}
-	return true
+	return checkFast(t, data, parseRequestFast, parseRequestJSON, ParseRequest)
 }
 
 // checkResponse is checkRequest for decodeResponseFast.
 func checkResponse(t testing.TB, data []byte) bool {
 	t.Helper()
-	fast, ok := decodeResponseFast(data)
-	want, err := decodeResponseJSON(data, 0)
+	old := func(data []byte) (*Response, error) { return decodeResponseJSON(data, 0) }
+	public := func(data []byte) (*Response, error) { return DecodeResponse(data, 503) }
+	return checkFast(t, data, decodeResponseFast, old, public)
+}
+
+// checkFast checks a fast path against the encoding/json path it stands
+// in front of, and the public function against both, on data; it reports
+// whether the fast path answered.
+func checkFast[T any](t testing.TB, data []byte, fastPath func([]byte) (*T, bool), jsonPath, public func([]byte) (*T, error)) bool {
+	t.Helper()
+	fast, ok := fastPath(data)
+	want, err := jsonPath(data)
 	if !ok {
 		return false
 	}
@@ -61,8 +57,8 @@ func checkResponse(t testing.TB, data []byte) bool {
 	if !sameValue(*fast, *want) {
 		t.Fatalf("%q:\nfast path     %#v\nencoding/json %#v", data, *fast, *want)
 	}
-	if pub, err := DecodeResponse(data, 503); err != nil || !sameValue(*pub, *want) {
-		t.Fatalf("%q: DecodeResponse gives %#v, %v", data, pub, err)
+	if pub, err := public(data); err != nil || !sameValue(*pub, *want) {
+		t.Fatalf("%q: the public function gives %#v, %v", data, pub, err)
 	}
 	return true
 }
