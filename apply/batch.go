@@ -304,6 +304,11 @@ func counted(data []byte) bool { return len(data) >= 3 && data[2] >= 3 }
 // its step budget (format version 5 or later; valuemem.go).
 func valuesCharged(data []byte) bool { return len(data) >= 3 && data[2] >= 5 }
 
+// loadKeepsRequests reports whether a load entry's new file holds the
+// request ids of the database it replaces (format version 6 or later;
+// requests.go).
+func loadKeepsRequests(data []byte) bool { return len(data) >= 3 && data[2] >= 6 }
+
 // commitChanges hands the batch's changes to OnChanges, inside the
 // batch's transaction, and returns the counts they add (nil for none).
 func (db *DB) commitChanges(changed []EntryChanges) (*ChangeCounts, error) {

@@ -329,24 +329,25 @@ func TestBudget_Reads(t *testing.T) {
 func TestEntry_Versions(t *testing.T) {
 	e := &Entry{Node: "n1", Token: "t", Time: 5, Seed: 6, Budget: Budget{Steps: 123, Bytes: 456}, SQLite: "3.49.2",
 		Statements: stmts("INSERT INTO t VALUES(1)")}
-	v5 := e.Encode()
-	if v5[2] != 5 {
-		t.Fatalf("Encode writes version %d, want 5", v5[2])
+	v6 := e.Encode()
+	if v6[2] != 6 {
+		t.Fatalf("Encode writes version %d, want 6", v6[2])
 	}
-	got, err := DecodeEntry(v5)
+	got, err := DecodeEntry(v6)
 	if err != nil || !reflect.DeepEqual(got, e) {
-		t.Fatalf("v5: %v\n got  %+v\n want %+v", err, got, e)
+		t.Fatalf("v6: %v\n got  %+v\n want %+v", err, got, e)
 	}
-	// Version 5 with an id, a keep and further requests; version 4 has
-	// the same layout (its large values are not charged).
+	// Version 6 with an id, a keep and further requests; versions 5 and 4
+	// have the same layout (v5 loads keep no request ids, v4's large
+	// values are not charged).
 	e4 := *e
 	e4.ID, e4.Keep = "id1", 120000
 	e4.More = []Request{{Token: "t2", ID: "id2", Seed: 7, Tx: true, Statements: stmts("INSERT INTO t VALUES(2)", "INSERT INTO t VALUES(3)")},
 		{Token: "t3", Seed: -8, Statements: stmts("SELECT 1")}}
-	for _, v := range []byte{5, 4} {
+	for _, v := range []byte{6, 5, 4} {
 		b := e4.encode(v)
-		if v == 5 && !bytes.Equal(b, e4.Encode()) {
-			t.Fatalf("Encode is not version 5")
+		if v == 6 && !bytes.Equal(b, e4.Encode()) {
+			t.Fatalf("Encode is not version 6")
 		}
 		if b5 := e4.encode(5); !bytes.Equal(b[3:], b5[3:]) {
 			t.Fatalf("v%d: another layout than v5", v)
@@ -386,7 +387,7 @@ func TestEntry_Versions(t *testing.T) {
 		data []byte
 		want error
 	}{
-		{"newer version", append([]byte("nq\x06"), v4[3:]...), ErrUnknownVersion},
+		{"newer version", append([]byte{'n', 'q', EntryVersion + 1}, v4[3:]...), ErrUnknownVersion},
 		{"v4 load with further requests", (&Entry{Load: &Load{Bucket: "b", Object: "o"}, More: []Request{{Statements: stmts("SELECT 1")}}}).Encode(), ErrInvalidEntry},
 		{"v4 further request without statements", (&Entry{Statements: stmts("SELECT 1"), More: []Request{{Token: "x"}}}).Encode(), ErrInvalidEntry},
 		{"version 255", []byte("nq\xff"), ErrUnknownVersion},

@@ -2,6 +2,8 @@ package apply
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -142,5 +144,117 @@ func TestDB_RequestSeq(t *testing.T) {
 		if err != nil || ok != c.want || seq != c.seq {
 			t.Errorf("RequestSeq(%q) = %d, %v, %v; want %d, %v", c.id, seq, ok, err, c.seq, c.want)
 		}
+	}
+}
+
+// TestDB_LoadKeepsRequestIDs: the new file of a version 6 load holds the
+// request ids of the database it replaces that have not expired at the
+// load entry's time, and none the loaded file brought: a retry of a
+// request applied before the load is answered as a duplicate of it after
+// the load, by a file load and a SQL load alike, on a node applying
+// message by message and one applying in one batch. After a version 5
+// load (written by an older node) the retry runs again, as it did on the
+// nodes of that version.
+func TestDB_LoadKeepsRequestIDs(t *testing.T) {
+	const ts, keep = int64(1700000000000), int64(60000)
+	dir := t.TempDir()
+	// A file made outside nqlite that brings a request ids table of its
+	// own, with an id no request of this stream was applied under.
+	src := filepath.Join(dir, "src.sqlite")
+	c, err := sqliteOpen(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"CREATE TABLE n(x)", "INSERT INTO n VALUES(1)",
+		"CREATE TABLE _nqlite_requests(id TEXT PRIMARY KEY, seq INTEGER NOT NULL, expires INTEGER NOT NULL) WITHOUT ROWID",
+		fmt.Sprintf("INSERT INTO _nqlite_requests VALUES('kf', 1, %d)", ts+10*keep)} {
+		if err := execPlain(c, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Close()
+	dump := filepath.Join(dir, "src.sql")
+	if err := os.WriteFile(dump, []byte("CREATE TABLE n(x);\nINSERT INTO n VALUES(1);\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	loader := func(ctx context.Context, seq uint64, l *Load, dir string) (string, bool, error) {
+		b, err := os.ReadFile(l.Object)
+		if err != nil {
+			return "", false, err
+		}
+		p := filepath.Join(dir, "fetched")
+		return p, false, os.WriteFile(p, b, 0o644)
+	}
+	e := func(t int64, tok, id, sql string) []byte {
+		return (&Entry{Node: "n1", Token: tok, ID: id, Keep: keep, Time: t, Seed: 7, Statements: stmts(sql)}).Encode()
+	}
+	for _, tc := range []struct {
+		sql     bool
+		version byte
+	}{{false, 6}, {true, 6}, {false, 5}, {true, 5}} {
+		sql := tc.sql
+		object := src
+		if sql {
+			object = dump
+		}
+		load := (&Entry{Node: "n1", Token: "load", Time: ts + 3*keep, Load: &Load{Bucket: "b", Object: object, SQL: sql}}).encode(tc.version)
+		msgs := []Msg{
+			{Seq: 1, Data: e(ts, "a", "ka", "CREATE TABLE t(x)")},
+			// Expired at the load's time (ts+1 + 2*keep < ts + 3*keep).
+			{Seq: 2, Data: e(ts+1, "b", "kb", "INSERT INTO t VALUES(2)")},
+			{Seq: 3, Data: e(ts+2*keep, "c", "kc", "INSERT INTO t VALUES(3)")},
+			{Seq: 4, Data: load},
+			// Retries after the load: kc is a duplicate of entry 3; kb
+			// expired and kf was never applied here: both run.
+			{Seq: 5, Data: e(ts+3*keep+1, "c2", "kc", "INSERT INTO n VALUES(5)")},
+			{Seq: 6, Data: e(ts+3*keep+2, "b2", "kb", "INSERT INTO n VALUES(6)")},
+			{Seq: 7, Data: e(ts+3*keep+3, "f2", "kf", "INSERT INTO n VALUES(7)")},
+		}
+		var files []string
+		for _, batch := range []bool{false, true} {
+			sub := filepath.Join(dir, fmt.Sprintf("sql=%v-v%d-batch=%v", sql, tc.version, batch))
+			os.MkdirAll(sub, 0o755)
+			path := filepath.Join(sub, "db.sqlite")
+			db, err := Open(path, Options{Node: "n1", Readers: 1, Loader: loader})
+			if err != nil {
+				t.Fatal(err)
+			}
+			outcomes := map[string]<-chan Outcome{}
+			for _, tok := range []string{"c2", "b2", "f2"} {
+				ch, stop := db.Await(tok)
+				defer stop()
+				outcomes[tok] = ch
+			}
+			if batch {
+				if err := db.ApplyBatch(context.Background(), msgs[:4]); err != nil {
+					t.Fatal(err)
+				}
+				if err := db.ApplyBatch(context.Background(), msgs[4:]); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				for _, m := range msgs {
+					if err := db.ApplyBatch(context.Background(), []Msg{m}); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			wants, rows := map[string]Outcome{"c2": {Seq: 3, Duplicate: true}, "b2": {Seq: 6}, "f2": {Seq: 7}}, "1,6,7"
+			if tc.version < 6 {
+				wants["c2"], rows = Outcome{Seq: 5}, "1,5,6,7"
+			}
+			for tok, want := range wants {
+				o := <-outcomes[tok]
+				if o.Seq != want.Seq || o.Duplicate != want.Duplicate {
+					t.Errorf("sql %v v%d batch %v: retry %s: seq %d duplicate %v, want seq %d duplicate %v", sql, tc.version, batch, tok, o.Seq, o.Duplicate, want.Seq, want.Duplicate)
+				}
+			}
+			if got := read(t, db, "SELECT group_concat(x) FROM (SELECT x FROM n ORDER BY x)"); got[0][0] != rows {
+				t.Errorf("sql %v v%d batch %v: rows of n %v, want %s", sql, tc.version, batch, got[0][0], rows)
+			}
+			db.Close()
+			files = append(files, path)
+		}
+		sameFiles(t, files[0], files[1])
 	}
 }

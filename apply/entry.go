@@ -122,7 +122,10 @@ type Load struct {
 // must not apply it. Version 5 has version 4's layout; its statements'
 // large allocations count toward the step budget (valuemem.go), which
 // changes outcomes, so nodes reading version 4 at most must not apply it.
-// Encode writes version 5.
+// Version 6 has version 5's layout; a load entry in version 6 keeps the
+// request ids of the database it replaces (requests.go), which changes
+// the outcome of a later retry, so nodes reading version 5 at most must
+// not apply it. Encode writes version 6.
 //
 // Decoding is strict: every byte is accounted for, strings are valid UTF-8
 // (BLOBs excepted), so a message that is not an entry is recognised and
@@ -132,7 +135,7 @@ type Load struct {
 const (
 	entryMagic0  = 'n'
 	entryMagic1  = 'q'
-	EntryVersion = 5 // the entry format this code writes, and the newest it reads
+	EntryVersion = 6 // the entry format this code writes, and the newest it reads
 )
 
 const (

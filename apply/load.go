@@ -63,8 +63,15 @@ func (db *DB) applyLoad(seq uint64, e *Entry, data []byte) error {
 	}
 	dst := db.Digest()
 	dst.Seq, dst.Digest = seq, db.dig.step(dst.Digest, seq, digestLoad, data)
+	var reqs []requestRecord
+	if err == nil && !snap && loadKeepsRequests(data) {
+		reqs, err = db.liveRequests(e.Time)
+		if err != nil {
+			os.Remove(path)
+		}
+	}
 	if err == nil {
-		path, err = db.prepareLoad(seq, e, path, snap, counts, dst)
+		path, err = db.prepareLoad(seq, e, path, snap, counts, dst, reqs)
 	}
 	if err == nil && !snap && countsReset && db.onChanges != nil {
 		if cerr := db.onChanges(ctx, db.counts, []EntryChanges{{Seq: seq, Time: e.Time, Node: e.Node, Reset: true}}); cerr != nil {
@@ -107,10 +114,10 @@ func (db *DB) applyLoad(seq uint64, e *Entry, data []byte) error {
 }
 
 // prepareLoad turns a fetched object into an nqlite database file holding
-// seq as its applied sequence, counts as its change counts and dst as its
-// running digest (snap: a stored snapshot, checked to hold seq and used
-// as is).
-func (db *DB) prepareLoad(seq uint64, e *Entry, path string, snap bool, counts ChangeCounts, dst DigestState) (string, error) {
+// seq as its applied sequence, counts as its change counts, dst as its
+// running digest and reqs as its request ids (snap: a stored snapshot,
+// checked to hold seq and used as is).
+func (db *DB) prepareLoad(seq uint64, e *Entry, path string, snap bool, counts ChangeCounts, dst DigestState, reqs []requestRecord) (string, error) {
 	if snap {
 		info, err := ReadSnapshotInfo(db.actx, path)
 		if err == nil && info.Seq < seq {
@@ -124,14 +131,14 @@ func (db *DB) prepareLoad(seq uint64, e *Entry, path string, snap bool, counts C
 	}
 	if e.Load.SQL {
 		out := path + ".db"
-		err := runLoadSQL(db.actx, path, out, seq, e.Time, e.Seed, e.Budget, db.log, &counts, &dst)
+		err := runLoadSQL(db.actx, path, out, seq, e.Time, e.Seed, e.Budget, db.log, &counts, &dst, reqs)
 		os.Remove(path)
 		if err != nil {
 			return "", err
 		}
 		return out, nil
 	}
-	if err := prepareFile(db.actx, path, "", seq, &counts, &dst); err != nil {
+	if err := prepareFile(db.actx, path, "", seq, &counts, &dst, reqs); err != nil {
 		return "", err
 	}
 	return path, nil
@@ -157,7 +164,7 @@ func (db *DB) prepareLoad(seq uint64, e *Entry, path string, snap bool, counts C
 // are interrupted and the error wraps ctx.Err(), never ErrLoadInvalid (an
 // interrupted check says nothing about the file).
 func PrepareLoadFile(ctx context.Context, path, wal string) error {
-	return prepareFile(ctx, path, wal, 0, nil, nil)
+	return prepareFile(ctx, path, wal, 0, nil, nil, nil)
 }
 
 // File signatures (https://sqlite.org/fileformat2.html).
@@ -236,8 +243,9 @@ func checkWAL(wal string, pageSize int) error {
 // prepareFile is PrepareLoadFile recording seq as the applied sequence
 // and, unless nil, counts as the change counts and dst as the running
 // digest (nil: the file keeps no digest, whatever it held: one made by
-// another nqlite database is not this one's).
-func prepareFile(ctx context.Context, path, wal string, seq uint64, counts *ChangeCounts, dst *DigestState) (err error) {
+// another nqlite database is not this one's); reqs are its request ids
+// (writeRequests).
+func prepareFile(ctx context.Context, path, wal string, seq uint64, counts *ChangeCounts, dst *DigestState, reqs []requestRecord) (err error) {
 	removeAll := func() {
 		for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
 			os.Remove(p)
@@ -322,12 +330,15 @@ INSERT OR REPLACE INTO _nqlite_meta(key, value) VALUES('applied_seq', ` + fmt.Sp
 	} else {
 		script += "\nDROP TABLE IF EXISTS " + digestTable + ";"
 	}
-	// Request ids are the stream's, not the file's: a loaded file starts
-	// without them (one brought by the file is another database's).
+	// Request ids are the stream's, not the file's: the loaded file holds
+	// the replaced database's (reqs), never its own (another database's).
 	script += "\nDROP TABLE IF EXISTS " + requestsTable + ";"
 	err = sqlitex.ExecuteScript(c, script, nil)
 	if err != nil {
 		return fmt.Errorf("%w: cannot record the applied sequence in the database: %v", ErrLoadInvalid, err)
+	}
+	if err := writeRequests(c, reqs); err != nil {
+		return err // a local failure (the file was usable): retried, never skipped
 	}
 	// Everything into the file itself: the caller moves path alone.
 	var busy, log, done int
@@ -356,7 +367,7 @@ var sqliteDumpFK = regexp.MustCompile(`(?i)^\s*PRAGMA\s+foreign_keys\s*=\s*(OFF|
 func CheckLoadSQL(ctx context.Context, path string, entryTime, seed int64, budget Budget) error {
 	out := path + ".check.db"
 	defer os.Remove(out)
-	return runLoadSQL(ctx, path, out, 1, entryTime, seed, budget, nil, nil, nil)
+	return runLoadSQL(ctx, path, out, 1, entryTime, seed, budget, nil, nil, nil, nil)
 }
 
 // runLoadSQL runs the SQL text at script on a new database at out, as one
@@ -366,7 +377,7 @@ func CheckLoadSQL(ctx context.Context, path string, entryTime, seed int64, budge
 // a dump that loads partly would silently drop data. sqlite3's
 // "PRAGMA foreign_keys=OFF;" is left out. Unless nil, counts become the
 // new database's change counts, and dst its running digest.
-func runLoadSQL(ctx context.Context, script, out string, seq uint64, entryTime, seed int64, budget Budget, logger *slog.Logger, counts *ChangeCounts, dst *DigestState) error {
+func runLoadSQL(ctx context.Context, script, out string, seq uint64, entryTime, seed int64, budget Budget, logger *slog.Logger, counts *ChangeCounts, dst *DigestState, reqs []requestRecord) error {
 	text, err := os.ReadFile(script)
 	if err != nil {
 		return err
@@ -418,6 +429,9 @@ func runLoadSQL(ctx context.Context, script, out string, seq uint64, entryTime, 
 	}
 	if err == nil && dst != nil {
 		err = tmp.writeDigest(*dst)
+	}
+	if err == nil {
+		err = tmp.writeRequests(reqs)
 	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
@@ -482,6 +496,16 @@ func (db *DB) writeDigest(st DigestState) error {
 	db.w.rec.internal = true
 	defer func() { db.w.rec.internal = false }()
 	return sqlitex.ExecuteScript(db.w.c, digestSQL(st), nil)
+}
+
+// writeRequests writes reqs into the request ids table of the database
+// (a load's new file, which holds none).
+func (db *DB) writeRequests(reqs []requestRecord) error {
+	db.w.lockPRNG()
+	defer db.w.unlockPRNG()
+	db.w.rec.internal = true
+	defer func() { db.w.rec.internal = false }()
+	return writeRequests(db.w.c, reqs)
 }
 
 // writeCounts replaces the change counts stored in the database (a load's

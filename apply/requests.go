@@ -3,6 +3,9 @@ package apply
 import (
 	"context"
 	"fmt"
+
+	"zombiezen.com/go/sqlite"
+	"zombiezen.com/go/sqlite/sqlitex"
 )
 
 // Request ids (format version 4). A coalesced entry carries several
@@ -14,8 +17,14 @@ import (
 // deleted by the first version 4 entry applied with a later Time: the
 // time is the entry's, never a node's clock, so every node holds the same
 // rows at every sequence. The table is created by the first entry with a
-// request id, at the same sequence on every node; a load's new file starts
-// without it (prepareFile drops one a file brought).
+// request id, at the same sequence on every node. The new file of a load
+// entry in format version 6 or later holds the records of the database it
+// replaces that have not expired at the load entry's time (liveRequests,
+// writeRequests), never the ones the loaded file brought (prepareFile
+// drops its table): a retry of a request applied before the load is still
+// a duplicate after it, as JetStream's Nats-Msg-Id deduplication would
+// answer it had the request had its entry to itself. A load in an
+// earlier version starts without records (nodes of that version did).
 const (
 	requestsTable = "_nqlite_requests"
 	requestsDDL   = "CREATE TABLE IF NOT EXISTS " + requestsTable + "(id TEXT PRIMARY KEY, seq INTEGER NOT NULL, expires INTEGER NOT NULL) WITHOUT ROWID"
@@ -122,4 +131,75 @@ func (db *DB) RequestSeq(ctx context.Context, id string) (seq uint64, ok bool, e
 		return 0, false, err
 	}
 	return lookupRequest(c, id)
+}
+
+// requestRecord is one row of the request ids table.
+type requestRecord struct {
+	id           string
+	seq, expires int64
+}
+
+// liveRequests returns the request records held by the apply connection
+// (inside the batch's transaction: the state before the entry being
+// applied) that have not expired at entry time t, in id order; nil when
+// the database holds none. They are at most the requests of two
+// duplicate windows of entries (tens of bytes each).
+func (db *DB) liveRequests(t int64) ([]requestRecord, error) {
+	if !db.requestsExist {
+		return nil, nil
+	}
+	w := db.w
+	w.rec.internal = true
+	defer func() { w.rec.internal = false }()
+	cs, err := w.prepare("SELECT id, seq, expires FROM " + requestsTable + " WHERE expires >= ? ORDER BY id")
+	if err != nil {
+		return nil, fmt.Errorf("read request ids: %w", err)
+	}
+	defer cs.release()
+	cs.stmt.BindInt64(1, t)
+	defer cs.stmt.Reset()
+	var recs []requestRecord
+	for {
+		row, err := cs.stmt.Step()
+		if err != nil {
+			return nil, fmt.Errorf("read request ids: %w", err)
+		}
+		if !row {
+			return recs, nil
+		}
+		recs = append(recs, requestRecord{id: cs.stmt.ColumnText(0), seq: cs.stmt.ColumnInt64(1), expires: cs.stmt.ColumnInt64(2)})
+	}
+}
+
+// writeRequests creates the request ids table in the database of c and
+// inserts recs, in one savepoint; nothing when recs is empty (the table
+// is then created by the next entry with an id, as on a database that
+// never held one). The caller holds prngMu (the writes may start a WAL).
+func writeRequests(c *sqlite.Conn, recs []requestRecord) (err error) {
+	if len(recs) == 0 {
+		return nil
+	}
+	defer sqlitex.Save(c)(&err)
+	for _, q := range []string{requestsDDL, requestsIndex} {
+		if err := sqlitex.ExecuteTransient(c, q, nil); err != nil {
+			return fmt.Errorf("create the request ids table: %w", err)
+		}
+	}
+	stmt, _, err := c.PrepareTransient("INSERT INTO " + requestsTable + "(id, seq, expires) VALUES(?, ?, ?)")
+	if err != nil {
+		return fmt.Errorf("record request ids: %w", err)
+	}
+	defer stmt.Finalize()
+	for _, r := range recs {
+		stmt.BindText(1, r.id)
+		stmt.BindInt64(2, r.seq)
+		stmt.BindInt64(3, r.expires)
+		if _, err := stmt.Step(); err != nil {
+			return fmt.Errorf("record request id: %w", err)
+		}
+		if err := stmt.Reset(); err != nil {
+			return fmt.Errorf("record request id: %w", err)
+		}
+	}
+	return nil
 }
