@@ -490,6 +490,9 @@ func rollback(w *conn) {
 	if !w.c.AutocommitEnabled() {
 		w.exec("ROLLBACK")
 	}
+	// A rolled-back batch may have created or dropped a virtual table:
+	// read which exist again at the next entry.
+	w.vtabsKnown = false
 }
 
 // quoteIdent quotes a SQL identifier.

@@ -78,6 +78,10 @@ type conn struct {
 	// until the schema changes.
 	vtabs      []string
 	vtabsKnown bool
+	// anyVtab: the schema holds a virtual table of any module, known with
+	// vtabs (only virtual tables prepare statements on the connection
+	// that nqlite does not bind before every use: clearIdleBindings).
+	anyVtab bool
 }
 
 type cachedStmt struct {

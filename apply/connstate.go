@@ -40,7 +40,12 @@ import (
 //     (clearIdleBindings).
 func (db *DB) resetEntry() error {
 	w := db.w
-	w.clearIdleBindings()
+	if !w.vtabsKnown || w.anyVtab {
+		// Without a virtual table every statement is nqlite's own: the
+		// walk over the connection's statements (about 1.5 us of a 10 us
+		// entry with a hundred cached, BenchmarkApply) is skipped.
+		w.clearIdleBindings()
+	}
 	if err := w.joinVirtualTables(); err != nil {
 		return err
 	}
@@ -71,7 +76,7 @@ func (c *conn) joinVirtualTables() error {
 	if !c.vtabsKnown {
 		c.rec.internal = true
 		defer func() { c.rec.internal = false }()
-		c.vtabs = c.vtabs[:0]
+		c.vtabs, c.anyVtab = c.vtabs[:0], false
 		cs, err := c.prepare("SELECT name, sql FROM sqlite_schema WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%'")
 		if err != nil {
 			return err
@@ -85,6 +90,7 @@ func (c *conn) joinVirtualTables() error {
 			if !row {
 				break
 			}
+			c.anyVtab = true
 			if m := vtabModule(cs.stmt.ColumnText(1)); allowedModules[m] && m != "fts5vocab" {
 				c.vtabs = append(c.vtabs, cs.stmt.ColumnText(0))
 			}
