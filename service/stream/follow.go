@@ -57,6 +57,10 @@ type FollowOptions struct {
 	// noLocal, in tests of the consumer's faults, turns the local path
 	// off: only the consumer's deliveries are applied.
 	noLocal bool
+	// infoCalls, in tests, is told of each consumer Info call of a stall
+	// check as it starts (+1) and returns (-1); checked of each check.
+	infoCalls func(delta int)
+	checked   func()
 }
 
 // maxHeld bounds the acknowledged appends a follower keeps until it
@@ -220,6 +224,7 @@ func (f *follower) run(ctx context.Context) (restart bool, err error) {
 	held := make(map[uint64]Msg) // acknowledged appends past f.next
 	stop := make(chan struct{})
 	var got received
+	probe := infoProbe{calls: f.opts.infoCalls}
 	consumeOpts := []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(MaxBatch), jetstream.PullHeartbeat(f.opts.Heartbeat)}
 	if f.opts.consumeErr != nil {
 		consumeOpts = append(consumeOpts, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) { f.opts.consumeErr(err) }))
@@ -301,7 +306,10 @@ func (f *follower) run(ctx context.Context) (restart bool, err error) {
 			continue
 		case <-tick.C:
 			// Only reached while apply is idle.
-			behind, info := consumerBehind(ctx, cons, &got, f.opts.StallCheck/2)
+			if f.opts.checked != nil {
+				f.opts.checked()
+			}
+			behind, info := consumerBehind(ctx, cons, &got, &probe, f.opts.StallCheck/2)
 			if behind && suspect && suspectAt == f.next {
 				f.s.log.Warn("consumer stopped delivering entries: starting a new one", "stream", f.s.cfg.Name,
 					"next", f.next, "delivered", info.Delivered.Stream, "pending", info.NumPending)
@@ -458,31 +466,10 @@ func (r *received) note(md *jetstream.MsgMetadata) {
 // never received (consumer sequences count deliveries only, unlike stream
 // sequences, which skip deleted messages), or the consumer is gone (with
 // its server, or deleted).
-func consumerBehind(ctx context.Context, cons jetstream.Consumer, got *received, timeout time.Duration) (bool, *jetstream.ConsumerInfo) {
+func consumerBehind(ctx context.Context, cons jetstream.Consumer, got *received, probe *infoProbe, timeout time.Duration) (bool, *jetstream.ConsumerInfo) {
 	ictx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	// nats.go's ordered consumer holds its lock in Info and while it
-	// recreates its consumer, retrying with backoff while JetStream is
-	// unreachable: Info then waits for the lock whatever ictx says, and a
-	// stop waited with it (TestLeaf_StopWithHubDown, under CPU load). The
-	// call is left to finish by itself; its answer is dropped.
-	type answer struct {
-		info *jetstream.ConsumerInfo
-		err  error
-	}
-	ch := make(chan answer, 1)
-	go func() {
-		info, err := cons.Info(ictx)
-		ch <- answer{info, err}
-	}()
-	var info *jetstream.ConsumerInfo
-	var err error
-	select {
-	case a := <-ch:
-		info, err = a.info, a.err
-	case <-ictx.Done():
-		return false, nil // as unreachable
-	}
+	info, err := probe.info(ictx, cons) // ictx's error when it ended first: as unreachable
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return true, &jetstream.ConsumerInfo{}
 	}
@@ -496,4 +483,56 @@ func consumerBehind(ctx context.Context, cons jetstream.Consumer, got *received,
 	}
 	got.mu.Unlock()
 	return info.NumPending > 0 || info.Delivered.Consumer > seen, info
+}
+
+// infoProbe runs the consumer Info calls of a follower's stall checks, at
+// most one at a time. nats.go's ordered consumer holds its lock in Info
+// and while it recreates its consumer, retrying with backoff while
+// JetStream is unreachable: Info then waits for the lock whatever its
+// context says, and a stop waited with it (TestLeaf_StopWithHubDown,
+// under CPU load). So a check waits for the call no longer than its own
+// timeout and leaves it running; the next check waits for that same call
+// rather than starting another, so an outage leaves one goroutine behind,
+// not one per check (TestFollow_StallChecksDuringReset).
+type infoProbe struct {
+	pending chan infoAnswer // the call in flight, nil if none
+	calls   func(delta int) // FollowOptions.infoCalls
+}
+
+type infoAnswer struct {
+	ctx  context.Context // the context the call ran with
+	info *jetstream.ConsumerInfo
+	err  error
+}
+
+// info returns the consumer's info, from the call in flight if there is
+// one (asking again if that call's check has ended: its context is done),
+// or ctx's error when ctx ends first.
+func (p *infoProbe) info(ctx context.Context, cons jetstream.Consumer) (*jetstream.ConsumerInfo, error) {
+	for {
+		if p.pending == nil {
+			ch := make(chan infoAnswer, 1)
+			p.pending = ch
+			if p.calls != nil {
+				p.calls(1)
+			}
+			go func() {
+				info, err := cons.Info(ctx)
+				if p.calls != nil {
+					p.calls(-1)
+				}
+				ch <- infoAnswer{ctx, info, err}
+			}()
+		}
+		select {
+		case a := <-p.pending:
+			p.pending = nil
+			if a.ctx != ctx {
+				continue // the call of an earlier check, cut short by its end
+			}
+			return a.info, a.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }

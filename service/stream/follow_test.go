@@ -745,3 +745,37 @@ func localFollow(t *testing.T, s *Stream, release <-chan struct{}, lost ...uint6
 		return maps.Clone(got)
 	}
 }
+
+// A stall check waits for the consumer's Info no longer than its timeout,
+// and while nats.go holds the ordered consumer's lock through a reset (a
+// stalled network: Info waits for the lock whatever its context says),
+// the checks share the one call in flight rather than leave one goroutine
+// behind each.
+func TestFollow_StallChecksDuringReset(t *testing.T) {
+	url, _ := startServer(t)
+	addr, stall := stallingProxy(t, strings.TrimPrefix(url, "nats://"))
+	s, _ := openStream(t, "nats://"+addr)
+	appendN(t, s, 1)
+	var resets, checks, inFlight, most atomic.Int32
+	r := &recorder{tb: t}
+	_, _ = follow(t, s, 1, FollowOptions{Heartbeat: 500 * time.Millisecond, StallCheck: 40 * time.Millisecond,
+		consumeErr: func(err error) {
+			if errors.Is(err, jetstream.ErrNoHeartbeat) {
+				resets.Add(1)
+			}
+		},
+		checked: func() { checks.Add(1) },
+		infoCalls: func(delta int) {
+			n := inFlight.Add(int32(delta))
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+		}}, r)
+	waitFor(t, "message 1", func() bool { return r.last() == 1 })
+	stall.Store(true)
+	waitFor(t, "missed heartbeats to start a consumer reset", func() bool { return resets.Load() > 0 })
+	from := checks.Load()
+	waitFor(t, "ten stall checks during the reset", func() bool { return checks.Load() >= from+10 })
+	if got := most.Load(); got > 1 {
+		t.Fatalf("%d consumer Info calls in flight at once, want at most 1", got)
+	}
+}
