@@ -26,26 +26,33 @@ const adminWait = 10*time.Minute + time.Second
 // unavailable when another node is uploading a snapshot of db: retry;
 // 504 not_reached when the node did not apply AfterSeq in time).
 func (c *Client) Snapshot(ctx context.Context, db string, r api.SnapshotRequest) (*api.SnapshotReply, error) {
+	return adminCall[api.SnapshotReply](ctx, c, db, api.SnapshotSubject(db), "snapshot of "+db, r, r.TimeoutMS)
+}
+
+// adminCall sends request r (JSON) to subject of database db and decodes
+// the reply into a T, waiting adminWait, or timeoutMS plus a second when
+// r has a timeout_ms. Errors are prefixed with what.
+func adminCall[T any](ctx context.Context, c *Client, db, subject, what string, r any, timeoutMS int) (*T, error) {
 	if !api.ValidDBName(db) {
 		return nil, fmt.Errorf("database name %q: use 1-64 of A-Z a-z 0-9 _ -", db)
 	}
 	body, _ := json.Marshal(r)
 	wait := adminWait
-	if r.TimeoutMS > 0 {
-		wait = time.Duration(r.TimeoutMS)*time.Millisecond + time.Second
+	if timeoutMS > 0 {
+		wait = time.Duration(timeoutMS)*time.Millisecond + time.Second
 	}
-	msg, err := c.request(ctx, db, api.SnapshotSubject(db), body, wait)
+	msg, err := c.request(ctx, db, subject, body, wait)
 	if err != nil {
-		return nil, fmt.Errorf("snapshot of %s: %w", db, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	if err := replyError(msg); err != nil {
-		return nil, fmt.Errorf("snapshot of %s: %w", db, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	var snap api.SnapshotReply
-	if err := json.Unmarshal(msg.Data, &snap); err != nil {
-		return nil, fmt.Errorf("snapshot of %s: decode reply: %w", db, err)
+	var reply T
+	if err := json.Unmarshal(msg.Data, &reply); err != nil {
+		return nil, fmt.Errorf("%s: decode reply: %w", what, err)
 	}
-	return &snap, nil
+	return &reply, nil
 }
 
 // Download copies the snapshot object snap names from the Object Store to
@@ -123,24 +130,5 @@ func (c *Client) Load(ctx context.Context, db string, r io.Reader, o LoadOptions
 // caller may delete them), 503 when another load or snapshot of db is in
 // progress.
 func (c *Client) LoadObjects(ctx context.Context, db string, r api.LoadRequest) (*api.LoadReply, error) {
-	if !api.ValidDBName(db) {
-		return nil, fmt.Errorf("database name %q: use 1-64 of A-Z a-z 0-9 _ -", db)
-	}
-	body, _ := json.Marshal(r)
-	wait := adminWait
-	if r.TimeoutMS > 0 {
-		wait = time.Duration(r.TimeoutMS)*time.Millisecond + time.Second
-	}
-	msg, err := c.request(ctx, db, api.LoadSubject(db), body, wait)
-	if err != nil {
-		return nil, fmt.Errorf("load %s: %w", db, err)
-	}
-	if err := replyError(msg); err != nil {
-		return nil, fmt.Errorf("load %s: %w", db, err)
-	}
-	var reply api.LoadReply
-	if err := json.Unmarshal(msg.Data, &reply); err != nil {
-		return nil, fmt.Errorf("load %s: decode reply: %w", db, err)
-	}
-	return &reply, nil
+	return adminCall[api.LoadReply](ctx, c, db, api.LoadSubject(db), "load "+db, r, r.TimeoutMS)
 }
