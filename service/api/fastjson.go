@@ -98,20 +98,15 @@ func parseRequestFast(data []byte) (req *Request, ok bool) {
 // decodeResponseJSON.
 func decodeResponseFast(data []byte) (resp *Response, ok bool) {
 	d := fastDecoder{b: data}
-	if d.peek() != '{' {
+	if !d.consume('{') {
 		return nil, false
 	}
-	d.i++
 	resp = &Response{Format: FormatRows}
-	var seen uint
-	for n := 0; ; n++ {
-		end, ok := d.next('}', n)
-		if !ok {
-			return nil, false
-		}
-		if end {
-			return resp, true
-		}
+	var (
+		seen uint
+		bad  bool
+	)
+	for n := 0; d.more('}', n, &bad); n++ {
 		k, ok := d.key()
 		if !ok {
 			return nil, false
@@ -138,6 +133,10 @@ func decodeResponseFast(data []byte) (resp *Response, ok bool) {
 		}
 		seen |= bit
 	}
+	if bad {
+		return nil, false
+	}
+	return resp, true
 }
 
 // fastDecoder is a cursor over one JSON text. Its methods return ok=false
@@ -171,23 +170,50 @@ func (d *fastDecoder) peek() byte {
 	return 0
 }
 
-// next steps to the n-th member (n from 0) of an array or object whose
-// opening bracket is consumed: end is true when the closing byte close
-// came instead (consumed); before a member after the first it consumes the
-// ','.
-func (d *fastDecoder) next(close byte, n int) (end, ok bool) {
+// more steps to the n-th member (n from 0) of an array or object whose
+// opening bracket is consumed, consuming the ',' before a member after the
+// first, and reports whether a member follows. It returns false at the
+// closing byte close (consumed), and where a ',' or close is missing or
+// misplaced, setting *bad then; it never clears *bad, so one bad serves a
+// whole loop:
+//
+//	var bad bool
+//	for n := 0; d.more(']', n, &bad); n++ {
+//		// read member n
+//	}
+//	if bad {
+//		return false
+//	}
+//
+// It is small enough to inline, which a loop taking the member as a func
+// is not: that costs a call per member.
+func (d *fastDecoder) more(close byte, n int, bad *bool) bool {
 	switch d.peek() {
 	case close:
 		d.i++
-		return true, true
+		return false
 	case ',':
-		if n == 0 {
-			return false, false
+		if n > 0 {
+			d.i++
+			return true
 		}
-		d.i++
-		return false, true
+	default:
+		if n == 0 {
+			return true
+		}
 	}
-	return false, n == 0
+	*bad = true
+	return false
+}
+
+// consume skips white space and consumes c if it comes next; it reports
+// whether it did.
+func (d *fastDecoder) consume(c byte) bool {
+	if d.peek() != c {
+		return false
+	}
+	d.i++
+	return true
 }
 
 // literal consumes lit (true, false or null) if it comes next.
@@ -210,10 +236,9 @@ func (d *fastDecoder) key() ([]byte, bool) {
 		switch c := d.b[j]; {
 		case c == '"':
 			d.i = j + 1
-			if d.peek() != ':' {
+			if !d.consume(':') {
 				return nil, false
 			}
-			d.i++
 			return d.b[start:j], true
 		case c == '\\' || c < 0x20:
 			return nil, false
@@ -433,10 +458,9 @@ func (d *fastDecoder) blob() ([]byte, bool) {
 		return nil, false
 	}
 	s, _, ok := d.strBytes()
-	if !ok || d.peek() != '}' {
+	if !ok || !d.consume('}') {
 		return nil, false
 	}
-	d.i++
 	return base64Bytes(s)
 }
 
@@ -508,20 +532,13 @@ func (d *fastDecoder) floatField(p *float64) bool {
 func (d *fastDecoder) requestObject(req *Request) bool {
 	d.i++
 	var (
-		seen            uint
-		o               Request
-		timeout         int64
-		level, format   string
-		stmtsOK, hasTMO bool
+		seen                 uint
+		o                    Request
+		timeout              int64
+		level, format        string
+		stmtsOK, hasTMO, bad bool
 	)
-	for n := 0; ; n++ {
-		end, ok := d.next('}', n)
-		if !ok {
-			return false
-		}
-		if end {
-			break
-		}
+	for n := 0; d.more('}', n, &bad); n++ {
 		k, ok := d.key()
 		if !ok {
 			return false
@@ -554,6 +571,9 @@ func (d *fastDecoder) requestObject(req *Request) bool {
 			return false
 		}
 		seen |= bit
+	}
+	if bad {
+		return false
 	}
 	switch level {
 	case "", LevelNone, "weak":
@@ -621,21 +641,21 @@ func (d *fastDecoder) timeoutField() (v int64, has, ok bool) {
 // statement must be one statement for Split, as statementsFromJSON wants.
 func (d *fastDecoder) statements() ([]Statement, bool) {
 	d.i++
-	var stmts []Statement
-	for n := 0; ; n++ {
-		end, ok := d.next(']', n)
-		if !ok {
-			return nil, false
-		}
-		if end {
-			return stmts, true
-		}
+	var (
+		stmts []Statement
+		bad   bool
+	)
+	for n := 0; d.more(']', n, &bad); n++ {
 		st, ok := d.statement()
 		if !ok || countStatements(st.SQL) != 1 {
 			return nil, false
 		}
 		stmts = append(stmts, st)
 	}
+	if bad {
+		return nil, false
+	}
+	return stmts, true
 }
 
 // countStatements is len(Split(sql)) without building the statements.
@@ -674,13 +694,10 @@ func (d *fastDecoder) statementArray() (Statement, bool) {
 	st.SQL = sql
 	var buf [8]any
 	params := buf[:0]
-	for n := 1; ; n++ {
-		end, ok := d.next(']', n)
-		if !ok || (!end && st.Named != nil) {
+	var bad bool
+	for n := 1; d.more(']', n, &bad); n++ {
+		if st.Named != nil {
 			return st, false
-		}
-		if end {
-			break
 		}
 		if n == 1 && d.peek() == '{' {
 			blob, named, ok := d.paramObject()
@@ -700,6 +717,9 @@ func (d *fastDecoder) statementArray() (Statement, bool) {
 		}
 		params = append(params, v)
 	}
+	if bad {
+		return st, false
+	}
 	if st.Named == nil && len(params) > 0 {
 		st.Params = make([]any, len(params))
 		copy(st.Params, params)
@@ -718,20 +738,13 @@ func (d *fastDecoder) paramObject() (blob []byte, named map[string]any, ok bool)
 		firstVal any
 		firstStr bool
 		count    int
+		bad      bool
 	)
-	for n := 0; ; n++ {
-		end, ok := d.next('}', n)
-		if !ok {
-			return nil, nil, false
-		}
-		if end {
-			break
-		}
+	for n := 0; d.more('}', n, &bad); n++ {
 		k, ok := d.str()
-		if !ok || d.peek() != ':' {
+		if !ok || !d.consume(':') {
 			return nil, nil, false
 		}
-		d.i++
 		isStr := d.peek() == '"'
 		v, ok := d.param()
 		if !ok {
@@ -751,6 +764,9 @@ func (d *fastDecoder) paramObject() (blob []byte, named map[string]any, ok bool)
 		if !addNamed(named, k, v) {
 			return nil, nil, false
 		}
+	}
+	if bad {
+		return nil, nil, false
 	}
 	switch {
 	case count == 1 && firstKey == "base64" && firstStr:
@@ -823,14 +839,8 @@ func paramNumber(num []byte, isInt bool) (any, bool) {
 func (d *fastDecoder) byteArray() ([]byte, bool) {
 	d.i++
 	b := []byte{}
-	for n := 0; ; n++ {
-		end, ok := d.next(']', n)
-		if !ok {
-			return nil, false
-		}
-		if end {
-			return b, true
-		}
+	var bad bool
+	for n := 0; d.more(']', n, &bad); n++ {
 		if !isDigit(d.peek()) {
 			return nil, false
 		}
@@ -847,28 +857,21 @@ func (d *fastDecoder) byteArray() ([]byte, bool) {
 		}
 		b = append(b, byte(v))
 	}
+	if bad {
+		return nil, false
+	}
+	return b, true
 }
 
 // Responses.
 
 // results reads "results" into resp.Results (nil for null or []).
 func (d *fastDecoder) results(resp *Response) bool {
-	switch d.peek() {
-	case 'n':
-		return d.literal("null")
-	case '[':
-	default:
-		return false
+	if !d.consume('[') {
+		return d.literal("null") // else not a list
 	}
-	d.i++
-	for n := 0; ; n++ {
-		end, ok := d.next(']', n)
-		if !ok {
-			return false
-		}
-		if end {
-			return true
-		}
+	var bad bool
+	for n := 0; d.more(']', n, &bad); n++ {
 		if d.peek() != '{' {
 			return false
 		}
@@ -881,20 +884,17 @@ func (d *fastDecoder) results(resp *Response) bool {
 		}
 		resp.Results = append(resp.Results, res)
 	}
+	return !bad
 }
 
 // result reads one result object, the cursor on its '{'.
 func (d *fastDecoder) result(res *Result) bool {
 	d.i++
-	var seen uint
-	for n := 0; ; n++ {
-		end, ok := d.next('}', n)
-		if !ok {
-			return false
-		}
-		if end {
-			return true
-		}
+	var (
+		seen uint
+		bad  bool
+	)
+	for n := 0; d.more('}', n, &bad); n++ {
 		k, ok := d.key()
 		if !ok {
 			return false
@@ -927,6 +927,7 @@ func (d *fastDecoder) result(res *Result) bool {
 		}
 		seen |= bit
 	}
+	return !bad
 }
 
 // int64Field reads a number into *p as json.Number.Int64 converts it,
@@ -960,24 +961,13 @@ func (d *fastDecoder) int64Field(p *int64, set *bool) bool {
 // stringList reads an array of strings (nil for null); types interns the
 // usual declared types.
 func (d *fastDecoder) stringList(types bool) ([]string, bool) {
-	switch d.peek() {
-	case 'n':
-		return nil, d.literal("null")
-	case '[':
-	default:
-		return nil, false
+	if !d.consume('[') {
+		return nil, d.literal("null") // else not a list
 	}
-	d.i++
 	var buf [16]string
 	list := buf[:0]
-	for n := 0; ; n++ {
-		end, ok := d.next(']', n)
-		if !ok {
-			return nil, false
-		}
-		if end {
-			break
-		}
+	var bad bool
+	for n := 0; d.more(']', n, &bad); n++ {
 		s, _, ok := d.strBytes()
 		if !ok {
 			return nil, false
@@ -987,6 +977,9 @@ func (d *fastDecoder) stringList(types bool) ([]string, bool) {
 		} else {
 			list = append(list, string(s))
 		}
+	}
+	if bad {
+		return nil, false
 	}
 	out := make([]string, len(list))
 	copy(out, list)
@@ -1016,23 +1009,12 @@ func declType(s []byte) string {
 // valueRows reads "values": an array of rows, each an array of values
 // (nil for null).
 func (d *fastDecoder) valueRows() ([][]any, bool) {
-	switch d.peek() {
-	case 'n':
-		return nil, d.literal("null")
-	case '[':
-	default:
-		return nil, false
+	if !d.consume('[') {
+		return nil, d.literal("null") // else not a list
 	}
-	d.i++
 	rows := [][]any{}
-	for n := 0; ; n++ {
-		end, ok := d.next(']', n)
-		if !ok {
-			return nil, false
-		}
-		if end {
-			return rows, true
-		}
+	var bad bool
+	for n := 0; d.more(']', n, &bad); n++ {
 		if d.peek() != '[' {
 			return nil, false
 		}
@@ -1042,6 +1024,10 @@ func (d *fastDecoder) valueRows() ([][]any, bool) {
 		}
 		rows = append(rows, row)
 	}
+	if bad {
+		return nil, false
+	}
+	return rows, true
 }
 
 // valueRow reads one row of the values format, the cursor on its '['.
@@ -1049,19 +1035,16 @@ func (d *fastDecoder) valueRow() ([]any, bool) {
 	d.i++
 	var buf [16]any
 	vals := buf[:0]
-	for n := 0; ; n++ {
-		end, ok := d.next(']', n)
-		if !ok {
-			return nil, false
-		}
-		if end {
-			break
-		}
+	var bad bool
+	for n := 0; d.more(']', n, &bad); n++ {
 		v, ok := d.value()
 		if !ok {
 			return nil, false
 		}
 		vals = append(vals, v)
+	}
+	if bad {
+		return nil, false
 	}
 	row := make([]any, len(vals))
 	copy(row, vals)
@@ -1071,34 +1054,30 @@ func (d *fastDecoder) valueRow() ([]any, bool) {
 // objectRows reads "rows": an array of objects keyed by column name (nil
 // for null). Key strings equal to the previous row's are shared.
 func (d *fastDecoder) objectRows() ([]map[string]any, bool) {
-	switch d.peek() {
-	case 'n':
-		return nil, d.literal("null")
-	case '[':
-	default:
-		return nil, false
+	if !d.consume('[') {
+		return nil, d.literal("null") // else not a list
 	}
-	d.i++
 	rows := []map[string]any{}
 	var buf [16]string
 	keys := buf[:0]
-	for n := 0; ; n++ {
-		end, ok := d.next(']', n)
-		if !ok {
-			return nil, false
-		}
-		if end {
-			return rows, true
-		}
+	var bad bool
+	for n := 0; d.more(']', n, &bad); n++ {
 		if d.peek() != '{' {
 			return nil, false
 		}
-		var row map[string]any
+		var (
+			row map[string]any
+			ok  bool
+		)
 		if row, keys, ok = d.objectRow(keys); !ok {
 			return nil, false
 		}
 		rows = append(rows, row)
 	}
+	if bad {
+		return nil, false
+	}
+	return rows, true
 }
 
 // objectRow reads one row of the rows format, the cursor on its '{'; keys
@@ -1107,19 +1086,12 @@ func (d *fastDecoder) objectRows() ([]map[string]any, bool) {
 func (d *fastDecoder) objectRow(keys []string) (map[string]any, []string, bool) {
 	d.i++
 	row := make(map[string]any, len(keys))
-	for n := 0; ; n++ {
-		end, ok := d.next('}', n)
-		if !ok {
-			return nil, keys, false
-		}
-		if end {
-			return row, keys, true
-		}
+	var bad bool
+	for n := 0; d.more('}', n, &bad); n++ {
 		s, plain, ok := d.strBytes()
-		if !ok || d.peek() != ':' {
+		if !ok || !d.consume(':') {
 			return nil, keys, false
 		}
-		d.i++
 		var k string
 		switch {
 		case plain && n < len(keys) && keys[n] == string(s):
@@ -1137,6 +1109,10 @@ func (d *fastDecoder) objectRow(keys []string) (map[string]any, []string, bool) 
 		}
 		row[k] = v
 	}
+	if bad {
+		return nil, keys, false
+	}
+	return row, keys, true
 }
 
 // value reads a result value as decodeValue leaves it: null → nil,
