@@ -23,6 +23,10 @@ import (
 // micro report ~2 us per request and no errors. Here a request is counted
 // when its answer is sent: num_requests, num_errors (every 4xx and 5xx
 // answer), last_error and processing_time measure arrival to response.
+// The count is taken just before the answer is sent, so a client that
+// sends its next request on the answer always finds the first counted
+// (the deadline of a 504 answers on a timer goroutine: recorded after the
+// send, its error could land after the next request's).
 
 // endpoint is one subject the node serves, with its statistics.
 type endpoint struct {
@@ -92,8 +96,8 @@ func (r *request) Subject() string { return r.msg.Subject }
 func (r *request) Respond(body []byte) error {
 	var err error
 	r.once.Do(func() {
-		err = r.msg.Respond(body)
 		r.ep.record(time.Since(r.start), "")
+		err = r.msg.Respond(body)
 	})
 	return err
 }
@@ -110,8 +114,8 @@ func (r *request) Error(e *api.Error) error {
 		m.Header.Set(micro.ErrorHeader, e.Message)
 		m.Header.Set(api.ErrorKindHeader, string(e.Kind))
 		m.Data = e.Body()
-		err = r.msg.RespondMsg(m)
 		r.ep.record(time.Since(r.start), code+":"+e.Message)
+		err = r.msg.RespondMsg(m)
 	})
 	return err
 }
