@@ -31,6 +31,11 @@ const (
 	requestsIndex = "CREATE INDEX IF NOT EXISTS " + requestsTable + "_expires ON " + requestsTable + "(expires)"
 )
 
+// requestsSchema is the request ids table and its index, in creation
+// order: what recordRequest (on the apply connection) and writeRequests
+// (on a load's new file) run before the first record.
+var requestsSchema = [...]string{requestsDDL, requestsIndex}
+
 // tableExists reports whether the database of c holds table name.
 func tableExists(c *conn, name string) (bool, error) {
 	cs, err := c.prepare("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?")
@@ -95,7 +100,7 @@ func lookupRequest(c *conn, id string) (uint64, bool, error) {
 // recordRequest records request id as applied at seq, until expires.
 func (db *DB) recordRequest(id string, seq uint64, expires int64) error {
 	if !db.requestsExist {
-		for _, q := range []string{requestsDDL, requestsIndex} {
+		for _, q := range requestsSchema {
 			if err := db.w.exec(q); err != nil {
 				return fmt.Errorf("create the request ids table: %w", err)
 			}
@@ -180,7 +185,7 @@ func writeRequests(c *sqlite.Conn, recs []requestRecord) (err error) {
 		return nil
 	}
 	defer sqlitex.Save(c)(&err)
-	for _, q := range []string{requestsDDL, requestsIndex} {
+	for _, q := range requestsSchema {
 		if err := sqlitex.ExecuteTransient(c, q, nil); err != nil {
 			return fmt.Errorf("create the request ids table: %w", err)
 		}
