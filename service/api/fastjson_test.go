@@ -267,8 +267,7 @@ func TestFastPath_Truncated(t *testing.T) {
 }
 
 // Random requests and responses, written by the project's encoders
-// (encodeRequest mirrors client.Request.Encode, which this package's tests
-// cannot import; service/client's tests use it itself), then respelled.
+// (Request.Encode, AppendValue), then respelled.
 
 func randInt(r *rand.Rand) int64 {
 	switch r.IntN(8) {
@@ -421,69 +420,6 @@ func randRequest(r *rand.Rand) *Request {
 		req.ID = pick(r, []string{"é😀 \"\\/<>", strings.Repeat("k", 256)}, []string{randText(r), strings.Repeat("k", 257)})
 	}
 	return req
-}
-
-// encodeRequest is client.Request.Encode.
-func encodeRequest(r *Request) []byte {
-	var b bytes.Buffer
-	b.WriteString(`{"statements":[`)
-	for i, st := range r.Statements {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		if st.Params == nil && st.Named == nil {
-			b.Write(AppendString(nil, st.SQL))
-			continue
-		}
-		b.WriteByte('[')
-		b.Write(AppendString(nil, st.SQL))
-		if st.Named != nil {
-			b.WriteString(",{")
-			j := 0
-			for k, v := range st.Named {
-				if j > 0 {
-					b.WriteByte(',')
-				}
-				j++
-				b.Write(AppendString(nil, ":"+k))
-				b.WriteByte(':')
-				b.Write(AppendValue(nil, v))
-			}
-			b.WriteByte('}')
-		}
-		for _, v := range st.Params {
-			b.WriteByte(',')
-			b.Write(AppendValue(nil, v))
-		}
-		b.WriteByte(']')
-	}
-	b.WriteByte(']')
-	if r.Transaction {
-		b.WriteString(`,"transaction":true`)
-	}
-	if r.Level != "" {
-		b.WriteString(`,"level":`)
-		b.Write(AppendString(nil, r.Level))
-	}
-	if r.AfterSeq != 0 {
-		b.WriteString(`,"after_seq":` + strconv.FormatUint(r.AfterSeq, 10))
-	}
-	if r.Queue {
-		b.WriteString(`,"queue":true`)
-	}
-	if r.ID != "" {
-		b.WriteString(`,"id":`)
-		b.Write(AppendString(nil, r.ID))
-	}
-	if r.Format != "" {
-		b.WriteString(`,"format":`)
-		b.Write(AppendString(nil, r.Format))
-	}
-	if r.TimeoutMS != 0 {
-		b.WriteString(`,"timeout_ms":` + strconv.Itoa(r.TimeoutMS))
-	}
-	b.WriteByte('}')
-	return b.Bytes()
 }
 
 // randResponse returns a random response as a node builds it.
@@ -704,7 +640,7 @@ func TestFastPath_Random(t *testing.T) {
 		}
 	}
 	for i := 0; i < n; i++ {
-		req := encodeRequest(randRequest(r))
+		req := randRequest(r).Encode()
 		if r.IntN(4) == 0 { // the array form
 			req = []byte(strings.TrimSuffix(strings.TrimPrefix(string(req), `{"statements":`), "}"))
 			if end := bytes.LastIndexByte(req, ']'); end >= 0 && !json.Valid(req) {
@@ -767,7 +703,7 @@ func FuzzParseRequest(f *testing.F) {
 	}
 	r := rand.New(rand.NewPCG(2, 3))
 	for i := 0; i < 20; i++ {
-		f.Add(encodeRequest(randRequest(r)))
+		f.Add(randRequest(r).Encode())
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkRequest(t, data)

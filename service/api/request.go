@@ -67,6 +67,72 @@ type Request struct {
 	TimeoutMS int
 }
 
+// Encode returns the JSON object form of r, the form ParseRequest reads
+// back to an equal Request: zero fields are omitted (they take the
+// server's defaults), a statement without parameters is a bare string.
+// Named parameters are written in map order.
+func (r *Request) Encode() []byte {
+	var b bytes.Buffer
+	b.WriteString(`{"statements":[`)
+	for i, st := range r.Statements {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		if st.Params == nil && st.Named == nil {
+			b.Write(AppendString(nil, st.SQL))
+			continue
+		}
+		b.WriteByte('[')
+		b.Write(AppendString(nil, st.SQL))
+		if st.Named != nil {
+			b.WriteString(",{")
+			j := 0
+			for k, v := range st.Named {
+				if j > 0 {
+					b.WriteByte(',')
+				}
+				j++
+				b.Write(AppendString(nil, ":"+k))
+				b.WriteByte(':')
+				b.Write(AppendValue(nil, v))
+			}
+			b.WriteByte('}')
+		}
+		for _, v := range st.Params {
+			b.WriteByte(',')
+			b.Write(AppendValue(nil, v))
+		}
+		b.WriteByte(']')
+	}
+	b.WriteByte(']')
+	if r.Transaction {
+		b.WriteString(`,"transaction":true`)
+	}
+	if r.Level != "" {
+		b.WriteString(`,"level":`)
+		b.Write(AppendString(nil, r.Level))
+	}
+	if r.AfterSeq != 0 {
+		b.WriteString(`,"after_seq":` + strconv.FormatUint(r.AfterSeq, 10))
+	}
+	if r.Queue {
+		b.WriteString(`,"queue":true`)
+	}
+	if r.ID != "" {
+		b.WriteString(`,"id":`)
+		b.Write(AppendString(nil, r.ID))
+	}
+	if r.Format != "" {
+		b.WriteString(`,"format":`)
+		b.Write(AppendString(nil, r.Format))
+	}
+	if r.TimeoutMS != 0 {
+		b.WriteString(`,"timeout_ms":` + strconv.Itoa(r.TimeoutMS))
+	}
+	b.WriteByte('}')
+	return b.Bytes()
+}
+
 // Statement is one SQL statement with its bound parameters. At most one of
 // Params (positional, ?/?NNN) and Named (:name, @name, $name; keys stored
 // without the prefix) is set.

@@ -27,7 +27,6 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -47,81 +46,10 @@ type Client struct {
 // New returns a client using nc.
 func New(nc *nats.Conn) *Client { return &Client{nc: nc} }
 
-// Request is a request in the object form. Zero fields are omitted and
-// take the server's defaults.
-type Request struct {
-	Statements  []api.Statement
-	Transaction bool
-	Level       string // api.LevelNone or api.LevelStrong
-	AfterSeq    uint64
-	Queue       bool
-	ID          string // idempotency key
-	Format      string // api.FormatRows or api.FormatValues
-	TimeoutMS   int
-}
-
-// Encode returns the JSON object form of r.
-func (r *Request) Encode() []byte {
-	var b bytes.Buffer
-	b.WriteString(`{"statements":[`)
-	for i, st := range r.Statements {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		if st.Params == nil && st.Named == nil {
-			b.Write(api.AppendString(nil, st.SQL))
-			continue
-		}
-		b.WriteByte('[')
-		b.Write(api.AppendString(nil, st.SQL))
-		if st.Named != nil {
-			b.WriteString(",{")
-			j := 0
-			for k, v := range st.Named {
-				if j > 0 {
-					b.WriteByte(',')
-				}
-				j++
-				b.Write(api.AppendString(nil, ":"+k))
-				b.WriteByte(':')
-				b.Write(api.AppendValue(nil, v))
-			}
-			b.WriteByte('}')
-		}
-		for _, v := range st.Params {
-			b.WriteByte(',')
-			b.Write(api.AppendValue(nil, v))
-		}
-		b.WriteByte(']')
-	}
-	b.WriteByte(']')
-	if r.Transaction {
-		b.WriteString(`,"transaction":true`)
-	}
-	if r.Level != "" {
-		b.WriteString(`,"level":`)
-		b.Write(api.AppendString(nil, r.Level))
-	}
-	if r.AfterSeq != 0 {
-		b.WriteString(`,"after_seq":` + strconv.FormatUint(r.AfterSeq, 10))
-	}
-	if r.Queue {
-		b.WriteString(`,"queue":true`)
-	}
-	if r.ID != "" {
-		b.WriteString(`,"id":`)
-		b.Write(api.AppendString(nil, r.ID))
-	}
-	if r.Format != "" {
-		b.WriteString(`,"format":`)
-		b.Write(api.AppendString(nil, r.Format))
-	}
-	if r.TimeoutMS != 0 {
-		b.WriteString(`,"timeout_ms":` + strconv.Itoa(r.TimeoutMS))
-	}
-	b.WriteByte('}')
-	return b.Bytes()
-}
+// Request is a request in the object form: api.Request, whose Encode
+// gives the JSON body. Zero fields are omitted and take the server's
+// defaults.
+type Request = api.Request
 
 // ErrNoNode is returned (wrapped, with the database's name) when no node
 // serves the database: NATS reported no responders on its subject, or no
