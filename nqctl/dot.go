@@ -380,59 +380,50 @@ func (sh *shell) dotRead(ctx context.Context, args []string) error {
 const userObjects = "name NOT GLOB 'sqlite_*' AND name NOT GLOB '_nqlite_*' AND tbl_name NOT GLOB '_nqlite_*'"
 
 func (sh *shell) dotTables(ctx context.Context, args []string) error {
-	if len(args) > 1 {
-		return dotUsage(".tables")
+	names, err := sh.schemaNames(ctx, ".tables", args,
+		"SELECT name FROM sqlite_schema WHERE type IN ('table', 'view') AND "+userObjects,
+		" AND name LIKE ?", "1")
+	if err == nil {
+		sh.columns(names)
 	}
-	q := api.Statement{SQL: "SELECT name FROM sqlite_schema WHERE type IN ('table', 'view') AND " + userObjects}
-	if len(args) == 1 {
-		q.SQL += " AND name LIKE ?"
-		q.Params = []any{args[0]}
-	}
-	q.SQL += " ORDER BY 1"
-	names, err := sh.names(ctx, q)
-	if err != nil {
-		return err
-	}
-	sh.columns(names)
-	return nil
+	return err
 }
 
 func (sh *shell) dotIndexes(ctx context.Context, args []string) error {
-	if len(args) > 1 {
-		return dotUsage(".indexes")
+	names, err := sh.schemaNames(ctx, ".indexes", args,
+		"SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name NOT GLOB '_nqlite_*'",
+		" AND tbl_name LIKE ?", "1")
+	if err == nil {
+		sh.columns(names)
 	}
-	q := api.Statement{SQL: "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name NOT GLOB '_nqlite_*'"}
-	if len(args) == 1 {
-		q.SQL += " AND tbl_name LIKE ?"
-		q.Params = []any{args[0]}
-	}
-	q.SQL += " ORDER BY 1"
-	names, err := sh.names(ctx, q)
-	if err != nil {
-		return err
-	}
-	sh.columns(names)
-	return nil
+	return err
 }
 
 func (sh *shell) dotSchema(ctx context.Context, args []string) error {
-	if len(args) > 1 {
-		return dotUsage(".schema")
-	}
-	q := api.Statement{SQL: "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND " + userObjects}
-	if len(args) == 1 {
-		q.SQL += " AND (name LIKE ?1 OR tbl_name LIKE ?1)"
-		q.Params = []any{args[0]}
-	}
-	q.SQL += " ORDER BY rowid"
-	names, err := sh.names(ctx, q)
-	if err != nil {
-		return err
-	}
+	names, err := sh.schemaNames(ctx, ".schema", args,
+		"SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND "+userObjects,
+		" AND (name LIKE ?1 OR tbl_name LIKE ?1)", "rowid")
 	for _, s := range names {
 		fmt.Fprintf(sh.s.out, "%s;\n", s)
 	}
-	return nil
+	return err
+}
+
+// schemaNames runs the listing query of dot-command cmd: query, plus
+// filter (a LIKE of the one optional argument, bound to ?/?1) when args
+// holds a pattern, ordered by orderBy. More than one argument is a usage
+// error.
+func (sh *shell) schemaNames(ctx context.Context, cmd string, args []string, query, filter, orderBy string) ([]string, error) {
+	if len(args) > 1 {
+		return nil, dotUsage(cmd)
+	}
+	q := api.Statement{SQL: query}
+	if len(args) == 1 {
+		q.SQL += filter
+		q.Params = []any{args[0]}
+	}
+	q.SQL += " ORDER BY " + orderBy
+	return sh.names(ctx, q)
 }
 
 // names runs a query of one text column.
