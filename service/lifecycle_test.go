@@ -154,15 +154,19 @@ func stopErrWithin(tb testing.TB, node *servicetest.Node, d time.Duration) error
 	}
 }
 
-// waitStalledDownload waits until node's data dir holds a file matching
-// pattern (a download under way) and link has stalled (in its middle: the
-// object is larger than the link's allowance).
+// waitStalledDownload waits until link has stalled in the middle of a
+// download by node: the object is larger than the link's allowance
+// (StallAfter), and nothing else the node sends or receives comes near
+// it. The download's file (pattern, in the node's data dir) may not exist
+// yet: the server can deliver the object's first chunks ahead of its
+// answer to the Object Store's consumer create, so the stall may hold the
+// download inside its Get, before the file is made (seen under -race with
+// both cores busy). It logs which of the two it found.
 func waitStalledDownload(tb testing.TB, node *servicetest.Node, link *servicetest.Link, pattern string) {
 	tb.Helper()
-	servicetest.WaitFor(tb, 30*time.Second, "a download to stall in its middle", func() bool {
-		m, _ := filepath.Glob(filepath.Join(node.DataDir, pattern))
-		return len(m) > 0 && link.Stalled()
-	})
+	servicetest.WaitFor(tb, 30*time.Second, "a download to stall in its middle", link.Stalled)
+	m, _ := filepath.Glob(filepath.Join(node.DataDir, pattern))
+	tb.Logf("the download stalled; its files: %v", m)
 }
 
 // bigRows makes database main about 4 MB larger in one request: a snapshot
