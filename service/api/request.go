@@ -72,65 +72,66 @@ type Request struct {
 // server's defaults), a statement without parameters is a bare string.
 // Named parameters are written in map order.
 func (r *Request) Encode() []byte {
-	var b bytes.Buffer
-	b.WriteString(`{"statements":[`)
+	b := make([]byte, 0, 64)
+	b = append(b, `{"statements":[`...)
 	for i, st := range r.Statements {
 		if i > 0 {
-			b.WriteByte(',')
+			b = append(b, ',')
 		}
 		if st.Params == nil && st.Named == nil {
-			b.Write(AppendString(nil, st.SQL))
+			b = AppendString(b, st.SQL)
 			continue
 		}
-		b.WriteByte('[')
-		b.Write(AppendString(nil, st.SQL))
+		b = append(b, '[')
+		b = AppendString(b, st.SQL)
 		if st.Named != nil {
-			b.WriteString(",{")
+			b = append(b, ",{"...)
 			j := 0
 			for k, v := range st.Named {
 				if j > 0 {
-					b.WriteByte(',')
+					b = append(b, ',')
 				}
 				j++
-				b.Write(AppendString(nil, ":"+k))
-				b.WriteByte(':')
-				b.Write(AppendValue(nil, v))
+				b = AppendString(b, ":"+k)
+				b = append(b, ':')
+				b = AppendValue(b, v)
 			}
-			b.WriteByte('}')
+			b = append(b, '}')
 		}
 		for _, v := range st.Params {
-			b.WriteByte(',')
-			b.Write(AppendValue(nil, v))
+			b = append(b, ',')
+			b = AppendValue(b, v)
 		}
-		b.WriteByte(']')
+		b = append(b, ']')
 	}
-	b.WriteByte(']')
+	b = append(b, ']')
 	if r.Transaction {
-		b.WriteString(`,"transaction":true`)
+		b = append(b, `,"transaction":true`...)
 	}
 	if r.Level != "" {
-		b.WriteString(`,"level":`)
-		b.Write(AppendString(nil, r.Level))
+		b = append(b, `,"level":`...)
+		b = AppendString(b, r.Level)
 	}
 	if r.AfterSeq != 0 {
-		b.WriteString(`,"after_seq":` + strconv.FormatUint(r.AfterSeq, 10))
+		b = append(b, `,"after_seq":`...)
+		b = strconv.AppendUint(b, r.AfterSeq, 10)
 	}
 	if r.Queue {
-		b.WriteString(`,"queue":true`)
+		b = append(b, `,"queue":true`...)
 	}
 	if r.ID != "" {
-		b.WriteString(`,"id":`)
-		b.Write(AppendString(nil, r.ID))
+		b = append(b, `,"id":`...)
+		b = AppendString(b, r.ID)
 	}
 	if r.Format != "" {
-		b.WriteString(`,"format":`)
-		b.Write(AppendString(nil, r.Format))
+		b = append(b, `,"format":`...)
+		b = AppendString(b, r.Format)
 	}
 	if r.TimeoutMS != 0 {
-		b.WriteString(`,"timeout_ms":` + strconv.Itoa(r.TimeoutMS))
+		b = append(b, `,"timeout_ms":`...)
+		b = strconv.AppendInt(b, int64(r.TimeoutMS), 10)
 	}
-	b.WriteByte('}')
-	return b.Bytes()
+	return append(b, '}')
 }
 
 // Statement is one SQL statement with its bound parameters. At most one of
