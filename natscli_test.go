@@ -36,7 +36,13 @@ func natsCLI(t *testing.T) string {
 func natsRun(t *testing.T, bin, url string, args ...string) (stdout, stderr string) {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"--server", url, "--timeout", "30s"}, args...)...)
-	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+t.TempDir()) // no user's nats contexts
+	// No user's nats contexts or NATS_* settings: only the flags above.
+	cmd.Env = []string{"XDG_CONFIG_HOME=" + t.TempDir()}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "NATS_") && !strings.HasPrefix(kv, "XDG_CONFIG_HOME=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
