@@ -113,6 +113,14 @@ func TestNATSCLI_README(t *testing.T) {
 		}
 	}
 
+	// The nats CLI expands Go templates in a body (README): --no-templates
+	// sends SQL holding {{ as it is.
+	for _, c := range []struct{ flag, want string }{{"--templates", `"x":"1"`}, {"--no-templates", `"x":"{{Count}}"`}} {
+		if out, _ := natsRun(t, bin, url, "req", c.flag, "nqlite.query.main", "SELECT '{{Count}}' AS x"); !strings.Contains(out, c.want) {
+			t.Errorf("nats req %s: %s, want %s", c.flag, out, c.want)
+		}
+	}
+
 	// An error: exit status 0, the headers on stderr, the error body on stdout.
 	stdout, stderr := natsRun(t, bin, url, "req", "nqlite.query.main", "ATTACH 'x.db' AS x")
 	if !strings.Contains(stderr, micro.ErrorCodeHeader+": 403") || !strings.Contains(stderr, api.ErrorKindHeader+": forbidden") {
@@ -146,18 +154,19 @@ func TestNATSCLI_README(t *testing.T) {
 			query = e
 		}
 	}
-	// serving's SELECT 1, the README's lines, the ATTACH.
-	if want := 1 + len(reqs) + 1; query == nil || query.NumRequests != want || query.NumErrors != 1 || !strings.HasPrefix(query.LastError, "403:") {
-		t.Errorf("nats micro stats: query endpoint %+v, want %d requests, 1 error (the 403)", query, want)
+	// serving's SELECT 1, the README's lines, the two template reads, the ATTACH.
+	if query == nil {
+		t.Fatalf("nats micro stats: no nqlite.query.main endpoint: %s", stdout)
+	}
+	if want := 1 + len(reqs) + 2 + 1; query.NumRequests != want || query.NumErrors != 1 || !strings.HasPrefix(query.LastError, "403:") {
+		t.Errorf("nats micro stats: query endpoint: %d requests, %d errors, last %q; want %d requests, 1 error (the 403)", query.NumRequests, query.NumErrors, query.LastError, want)
 	}
 	var data struct {
 		Applied uint64 `json:"applied_seq"`
 		State   string `json:"state"`
 	}
-	if query != nil {
-		if err := json.Unmarshal(query.Data, &data); err != nil || data.State != "serving" || data.Applied == 0 {
-			t.Errorf("nats micro stats: endpoint data %s (%v)", query.Data, err)
-		}
+	if err := json.Unmarshal(query.Data, &data); err != nil || data.State != "serving" || data.Applied == 0 {
+		t.Errorf("nats micro stats: endpoint data %s (%v)", query.Data, err)
 	}
 }
 
