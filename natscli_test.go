@@ -51,17 +51,23 @@ func natsRun(t *testing.T, bin, url string, args ...string) (stdout, stderr stri
 	return out.String(), errb.String()
 }
 
+// readme returns the text of the repository's README.md.
+func readme(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 // readmeNATSReqs returns the payloads of the `nats req nqlite.query.main`
 // lines of README.md from its start to the section "### Responses" (the
 // quick start and the three request forms), in order, with the shell's
 // quoting removed.
 func readmeNATSReqs(t *testing.T) []string {
 	t.Helper()
-	readme, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	head, _, ok := strings.Cut(string(readme), "\n### Responses")
+	head, _, ok := strings.Cut(readme(t), "\n### Responses")
 	if !ok {
 		t.Fatal(`README.md has no "### Responses" section`)
 	}
@@ -176,12 +182,8 @@ func TestNATSCLI_README(t *testing.T) {
 // README's JSON events.
 func TestNATSCLI_ChangeFeed(t *testing.T) {
 	bin := natsCLI(t)
-	readme, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
 	add := []string{"consumer", "add", "NQLITE_CHANGES_main", "orders", "--pull", "--filter", "nqlite.changes.main.orders", "--deliver", "all", "--ack", "explicit", "--defaults"}
-	if line := "nats consumer add NQLITE_CHANGES_main orders --pull --filter 'nqlite.changes.main.orders' --deliver all --ack explicit --defaults"; !strings.Contains(string(readme), line) {
+	if line := "nats consumer add NQLITE_CHANGES_main orders --pull --filter 'nqlite.changes.main.orders' --deliver all --ack explicit --defaults"; !strings.Contains(readme(t), line) {
 		t.Fatalf("README.md no longer shows %q: keep this test in step", line)
 	}
 	addr := freeAddr(t)

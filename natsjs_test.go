@@ -22,7 +22,7 @@ func natsJSModules(t *testing.T) string {
 	t.Helper()
 	dir := os.Getenv("NQLITE_NATSJS_MODULES")
 	if dir == "" {
-		t.Skip("nats.js is not installed: npm install --prefix DIR @nats-io/transport-node @nats-io/services, then NQLITE_NATSJS_MODULES=DIR/node_modules")
+		t.Skip("nats.js is not installed: npm install --prefix DIR @nats-io/transport-node@3.4.0 @nats-io/services@3.0.0-25, then NQLITE_NATSJS_MODULES=DIR/node_modules")
 	}
 	if _, err := exec.LookPath("node"); err != nil {
 		t.Skip("node is not installed")
