@@ -464,6 +464,20 @@ func (d *fastDecoder) blob() ([]byte, bool) {
 	return base64Bytes(s)
 }
 
+// nullOrNumber reads null (null true) or a number, the opening of the
+// numeric field readers; signed admits a leading '-'. ok is false for
+// anything else, or a malformed number.
+func (d *fastDecoder) nullOrNumber(signed bool) (num []byte, isInt, null, ok bool) {
+	switch c := d.peek(); {
+	case c == 'n':
+		return nil, false, true, d.literal("null")
+	case !isDigit(c) && (!signed || c != '-'):
+		return nil, false, false, false
+	}
+	num, isInt, ok = d.number()
+	return num, isInt, false, ok
+}
+
 // boolField reads true or false into *p; null leaves it.
 func (d *fastDecoder) boolField(p *bool) bool {
 	switch d.peek() {
@@ -492,14 +506,11 @@ func (d *fastDecoder) stringField(p *string) bool {
 // uintField reads an integer into a uint64 as encoding/json does
 // (strconv.ParseUint: no sign, no fraction); null leaves it.
 func (d *fastDecoder) uintField(p *uint64) bool {
-	switch c := d.peek(); {
-	case c == 'n':
-		return d.literal("null")
-	case !isDigit(c):
-		return false
+	num, isInt, null, ok := d.nullOrNumber(false)
+	if null || !ok {
+		return ok
 	}
-	num, isInt, ok := d.number()
-	if !ok || !isInt {
+	if !isInt {
 		return false
 	}
 	v, err := strconv.ParseUint(string(num), 10, 64)
@@ -510,15 +521,9 @@ func (d *fastDecoder) uintField(p *uint64) bool {
 // floatField reads a number into a float64 as encoding/json does
 // (strconv.ParseFloat, out of range refused); null leaves it.
 func (d *fastDecoder) floatField(p *float64) bool {
-	switch c := d.peek(); {
-	case c == 'n':
-		return d.literal("null")
-	case c != '-' && !isDigit(c):
-		return false
-	}
-	num, _, ok := d.number()
-	if !ok {
-		return false
+	num, _, null, ok := d.nullOrNumber(true)
+	if null || !ok {
+		return ok
 	}
 	f, err := strconv.ParseFloat(string(num), 64)
 	*p = f
@@ -623,14 +628,11 @@ func (d *fastDecoder) statementsField() ([]Statement, bool) {
 
 // timeoutField reads "timeout_ms": an integer (has), or null.
 func (d *fastDecoder) timeoutField() (v int64, has, ok bool) {
-	switch c := d.peek(); {
-	case c == 'n':
-		return 0, false, d.literal("null")
-	case c != '-' && !isDigit(c):
-		return 0, false, false
+	num, isInt, null, ok := d.nullOrNumber(true)
+	if null || !ok {
+		return 0, false, ok
 	}
-	num, isInt, ok := d.number()
-	if !ok || !isInt {
+	if !isInt {
 		return 0, false, false
 	}
 	v, err := strconv.ParseInt(string(num), 10, 64)
@@ -934,15 +936,9 @@ func (d *fastDecoder) result(res *Result) bool {
 // ignoring its error (as DecodeResponse does), and sets *set; null leaves
 // both.
 func (d *fastDecoder) int64Field(p *int64, set *bool) bool {
-	switch c := d.peek(); {
-	case c == 'n':
-		return d.literal("null")
-	case c != '-' && !isDigit(c):
-		return false
-	}
-	num, isInt, ok := d.number()
-	if !ok {
-		return false
+	num, isInt, null, ok := d.nullOrNumber(true)
+	if null || !ok {
+		return ok
 	}
 	n, small := int64(0), false
 	if isInt {
