@@ -281,10 +281,9 @@ func (db *DB) tryBatch(msgs []Msg, entries []*Entry, forced map[forcedKey]forced
 		}
 		return nil, nil, nil, nil, nil, fmt.Errorf("apply entries %d-%d: %w", msgs[0].Seq, last, err)
 	}
-	if err := w.exec("UPDATE _nqlite_meta SET value = ? WHERE key = 'applied_seq'", int64(last)); err != nil {
-		rollback(w)
-		return nil, nil, nil, nil, nil, fmt.Errorf("apply entry %d: store applied sequence: %w", last, err)
-	}
+	// The applied sequence (last) was stored by flushFirstFrame, in this
+	// transaction: storing it again would only write its page a second
+	// time into the WAL.
 	if err := w.exec(storeDigestSQL, prev[:]); err != nil {
 		rollback(w)
 		return nil, nil, nil, nil, nil, fmt.Errorf("apply entry %d: store the running digest: %w", last, err)
