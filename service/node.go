@@ -146,6 +146,7 @@ type database struct {
 	local     bool                          // a usable local copy was opened at start
 	str       atomic.Pointer[stream.Stream] // nil until JetStream was reached
 	connected chan struct{}                 // closed once str is set
+	waits     atomic.Int64                  // awaitStart's wake-ups (export_test.go: StartWakes)
 	ready     chan struct{}                 // closed once caught up with the stream as it was when reached
 	feed      *feed.Feed                    // nil unless the change feed is on (set by runDatabase before it follows)
 	done      chan error                    // runDatabase's result
@@ -356,6 +357,10 @@ func (n *Node) applyOptions(d *database) apply.Options {
 // awaitStart waits until d may be served: caught up with its stream as it
 // was when reached, or, holding a local copy, JetStream not reached within
 // OfflineGrace. ctx bounds the wait.
+//
+// Each wake-up of its loop is counted (d.waits): at most three (reached,
+// then caught up or stopped), never a loop spinning on the closed
+// connected channel while the node catches up.
 func (n *Node) awaitStart(ctx context.Context, d *database) error {
 	var grace <-chan time.Time
 	if d.local {
@@ -365,12 +370,16 @@ func (n *Node) awaitStart(ctx context.Context, d *database) error {
 	} else {
 		n.log.Info("waiting for JetStream: no local copy of the database to serve meanwhile", "db", d.name, "stream", StreamName(d.name))
 	}
+	connected := d.connected
 	for {
+		d.waits.Add(1)
 		select {
 		case <-d.ready:
 			return nil
-		case <-d.connected:
-			grace = nil // reached: catch up before serving
+		case <-connected:
+			// Reached: catch up before serving. A closed channel is always
+			// ready, so it is selected no more.
+			connected, grace = nil, nil
 		case <-grace:
 			n.log.Warn("JetStream not reachable: serving the local copy offline (level none reads); writes and strong reads get 503 until it is reached", "db", d.name, "applied", d.db.Applied())
 			return nil
