@@ -102,9 +102,10 @@ func TestNode_StartCatchUpDoesNotSpin(t *testing.T) {
 	ns := servicetest.StartServer(t)
 	c := clientFor(t, ns.ClientURL())
 	servicetest.StartNode(t, ns.ClientURL(), service.Config{NodeID: "n1"})
-	// One entry whose apply takes a while (100,000 rows), so a starting
-	// node is reached well before it has caught up.
-	const big = `{"statements": ["CREATE TABLE IF NOT EXISTS t(x)", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 100000) INSERT INTO t SELECT x FROM c"]}`
+	// One entry whose apply takes a while (20,000 rows: tens of
+	// milliseconds, seconds under the race detector), so a starting node
+	// is reached well before it has caught up.
+	const big = `{"statements": ["CREATE TABLE IF NOT EXISTS t(x)", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 20000) INSERT INTO t SELECT x FROM c"], "timeout_ms": 120000}`
 	w := ok(t, do(t, c, big))
 	n2 := servicetest.StartNode(t, ns.ClientURL(), service.Config{NodeID: "n2"})
 	if got := n2.DB("main").Applied(); got < w.Seq {
