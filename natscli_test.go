@@ -14,9 +14,6 @@ import (
 	"github.com/nqlite/nqlite/service/api"
 )
 
-// natsCLIVersion is the nats CLI .ci/run installs for these tests.
-const natsCLIVersion = "v0.5.0"
-
 // natsCLI returns the path of the real nats CLI (github.com/nats-io/natscli):
 // $NQLITE_NATS_CLI, else `nats` on PATH. The tests skip without it.
 func natsCLI(t *testing.T) string {
@@ -26,7 +23,7 @@ func natsCLI(t *testing.T) string {
 	}
 	p, err := exec.LookPath("nats")
 	if err != nil {
-		t.Skip("the nats CLI is not installed (go install github.com/nats-io/natscli/nats@" + natsCLIVersion + ", or set NQLITE_NATS_CLI)")
+		t.Skip("the nats CLI is not installed (go install github.com/nats-io/natscli/nats@$(cat testdata/natscli.version), the version .ci/run installs; or set NQLITE_NATS_CLI)")
 	}
 	return p
 }

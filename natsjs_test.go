@@ -17,12 +17,13 @@ import (
 
 // natsJSModules returns the node_modules directory holding nats.js
 // (@nats-io/transport-node, @nats-io/services): $NQLITE_NATSJS_MODULES,
-// which .ci/run fills with npm. The test skips without it or without node.
+// which .ci/run fills with npm from testdata/natsjs/package.json (the
+// versions it pins). The test skips without it or without node.
 func natsJSModules(t *testing.T) string {
 	t.Helper()
 	dir := os.Getenv("NQLITE_NATSJS_MODULES")
 	if dir == "" {
-		t.Skip("nats.js is not installed: npm install --prefix DIR @nats-io/transport-node@3.4.0 @nats-io/services@3.0.0-25, then NQLITE_NATSJS_MODULES=DIR/node_modules")
+		t.Skip("nats.js is not installed: copy testdata/natsjs/package.json into DIR, npm install --prefix DIR, then NQLITE_NATSJS_MODULES=DIR/node_modules")
 	}
 	if _, err := exec.LookPath("node"); err != nil {
 		t.Skip("node is not installed")
