@@ -36,9 +36,12 @@ func (n *Node) follow(d *database) error {
 		d.setState(restoring)
 		n.log.Warn("entries this node needs were purged: restoring from the snapshot", "db", d.name, "err", err)
 		_, rerr := n.store().Restore(n.ctx, d.name, d.db)
-		d.setState(serving)
 		if rerr == nil {
-			d.restores.Add(1)
+			d.restores.Add(1) // counted before a start waiting on it returns
+		}
+		d.setState(serving)
+		d.markReady()
+		if rerr == nil {
 			failures = 0
 			continue
 		}

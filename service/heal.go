@@ -146,6 +146,7 @@ func (n *Node) restoreHeal(d *database, h *healRequest) error {
 	d.cps.healed(m.Seq)
 	d.heals.Add(1)
 	d.setState(serving)
+	d.markReady()
 	n.log.Info("healed: restored from a snapshot a majority of the nodes vouch for; applying from there", "db", d.name, "seq", m.Seq, "taken_by", m.Node, "digest", m.RunningDigest)
 	if d.cps.kv != nil {
 		dctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)

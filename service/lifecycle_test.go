@@ -243,6 +243,12 @@ func TestNode_StopDuringStalledRestore(t *testing.T) {
 
 	link.Restore()
 	n2 = servicetest.StartNode(t, "nats://"+link.Addr(), n2.Config)
+	// Start returns once the restore it needed is over, not when the
+	// restore made the snapshot's sequence the applied one (before it
+	// ends): the writes below may reach n2 at once.
+	if st := n2.Stats("main"); st.State != "serving" || st.Restores == 0 {
+		t.Fatalf("restarted n2: state %q after %d restores, want serving after a restore", st.State, st.Restores)
+	}
 	writeRows(t, c, 100, 110)
 	sameData(t, nc, n1, n2)
 }

@@ -147,7 +147,9 @@ type database struct {
 	str       atomic.Pointer[stream.Stream] // nil until JetStream was reached
 	connected chan struct{}                 // closed once str is set
 	waits     atomic.Int64                  // awaitStart's wake-ups (export_test.go: StartWakes)
-	ready     chan struct{}                 // closed once caught up with the stream as it was when reached
+	ready     chan struct{}                 // closed once caught up with the stream as it was when reached (markReady)
+	readySeq  uint64                        // the stream's last sequence when reached (set before anything calls markReady)
+	readyOnce sync.Once
 	feed      *feed.Feed                    // nil unless the change feed is on (set by runDatabase before it follows)
 	done      chan error                    // runDatabase's result
 	state     atomic.Int32                  // a state
@@ -512,12 +514,24 @@ func (n *Node) runDatabase(d *database) error {
 		}()
 	}
 	n.log.Info("catching up", "db", d.name, "applied", d.db.Applied(), "stream_last_seq", bounds.LastSeq)
+	d.readySeq = bounds.LastSeq
 	go func() {
 		if d.db.WaitApplied(n.ctx, bounds.LastSeq) == nil {
-			close(d.ready)
+			d.markReady()
 		}
 	}()
 	return n.follow(d)
+}
+
+// markReady closes d.ready once d has applied d.readySeq and is not in the
+// middle of a restore: a restore makes the snapshot's sequence the applied
+// one before it ends (apply.DB.Replace), and a node that started serving
+// then would answer its first requests 503 restoring. The restores call it
+// again once they are done.
+func (d *database) markReady() {
+	if d.getState() != restoring && d.db.Applied() >= d.readySeq {
+		d.readyOnce.Do(func() { close(d.ready) })
+	}
 }
 
 // DB returns the apply.DB of database name, or nil.
