@@ -149,7 +149,7 @@ type database struct {
 	waits     atomic.Int64                  // awaitStart's wake-ups (export_test.go: StartWakes)
 	ready     chan struct{}                 // closed once caught up with the stream as it was when reached (markReady)
 	readySeq  uint64                        // the stream's last sequence when reached (set before anything calls markReady)
-	readyOnce sync.Once
+	readyOnce sync.Once                     // closes ready once
 	feed      *feed.Feed                    // nil unless the change feed is on (set by runDatabase before it follows)
 	done      chan error                    // runDatabase's result
 	state     atomic.Int32                  // a state
