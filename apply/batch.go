@@ -188,6 +188,9 @@ func (db *DB) applySegment(msgs []Msg, entries []*Entry, decodeErrs []error) err
 			seqs[i] = msgs[i].Seq
 		}
 		db.commitDigests(seqs, digests)
+		if db.ckpt != nil {
+			db.ckpt.wrote(db.w)
+		}
 		db.setApplied(last)
 		db.releaseSnapshots()
 		for i, e := range entries {

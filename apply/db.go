@@ -20,6 +20,15 @@ import (
 // local failure (see open).
 const applyBusyTimeout = 100 * time.Millisecond
 
+// walAutocheckpoint is how many frames the WAL holds before the commit
+// that grows it past them checkpoints it (PRAGMA wal_autocheckpoint on the
+// apply connection; PASSIVE, as SQLite's automatic checkpoints are). The
+// checkpoint runs inside that commit, on the apply goroutine; the
+// background checkpoints (walckpt.go) leave it little to copy, and it
+// restarts the WAL. 4,096 frames of 4 KiB pages is a WAL of at most about
+// 16 MiB per database.
+const walAutocheckpoint = 4096
+
 // Options configure Open.
 type Options struct {
 	// Node is this node's id; entries it published carry it.
@@ -96,6 +105,8 @@ type DB struct {
 	// requestsExist: the database holds the request ids table
 	// (_nqlite_requests; under applyMu).
 	requestsExist bool
+
+	ckpt *walCheckpointer // background WAL checkpoints (walckpt.go); nil while closed
 
 	foreign atomic.Uint64   // entries applied that another SQLite version accepted
 	logged  map[string]bool // SQLite versions of foreign entries already logged (under applyMu)
@@ -203,6 +214,7 @@ func (db *DB) open() error {
 		// grouped into batches, which differs between nodes, and the files
 		// would differ in bytes no query reads.
 		"PRAGMA secure_delete=ON",
+		fmt.Sprintf("PRAGMA wal_autocheckpoint=%d", walAutocheckpoint),
 		"CREATE TABLE IF NOT EXISTS _nqlite_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
 		"INSERT OR IGNORE INTO _nqlite_meta(key, value) VALUES('applied_seq', 0)",
 	} {
@@ -287,6 +299,9 @@ func (db *DB) open() error {
 		c.watchReads()
 		db.readers <- c
 		db.nopen++
+	}
+	if db.ckpt, err = startCheckpointer(db.path, db.log); err != nil {
+		return err
 	}
 	return nil
 }
@@ -484,10 +499,16 @@ func (db *DB) Close() error {
 	return db.closeConns()
 }
 
-// closeConns closes the read pool (waiting for reads in flight), the
-// date/time helper and the apply connection.
+// closeConns closes the checkpoint connection (waiting for a checkpoint
+// that runs), the read pool (waiting for reads in flight), the date/time
+// helper and the apply connection, last: closing the last connection
+// checkpoints the WAL and deletes it.
 func (db *DB) closeConns() error {
 	var errs []error
+	if db.ckpt != nil {
+		errs = append(errs, db.ckpt.close())
+		db.ckpt = nil
+	}
 	if db.readers != nil {
 		deadline := time.After(5 * time.Second)
 	readers:

@@ -474,3 +474,74 @@ func execPlain(c *sqlite.Conn, q string) error {
 		}
 	}
 }
+
+// TestDB_WALCheckpoints: the WAL is checkpointed beside the apply, on the
+// checkpoint connection, once the apply wrote walBackgroundFrames frames,
+// well before the apply connection's own checkpoint at walAutocheckpoint
+// frames; and the WAL still restarts, so it stays near walAutocheckpoint
+// frames however many the entries write (here about five times as many).
+func TestDB_WALCheckpoints(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "wal.sqlite")
+	db := openDB(t, path)
+	ctx := context.Background()
+	if err := db.ApplyBatch(ctx, []Msg{{Seq: 1, Data: entry(0, 0, false, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")}}); err != nil {
+		t.Fatal(err)
+	}
+	size := func(name string) int64 {
+		t.Helper()
+		fi, err := os.Stat(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	// Each entry writes at least four frames: its row's page (a 4,000-byte
+	// value fills one), _nqlite_meta's page twice (the applied sequence
+	// first, the running digest at the commit) and the change counts'.
+	big := strings.Repeat("x", 4000)
+	seq := uint64(1)
+	apply := func(n int) {
+		t.Helper()
+		for range n {
+			seq++
+			if err := db.ApplyBatch(ctx, []Msg{{Seq: seq, Data: entry(0, 0, false, "INSERT INTO t(v) VALUES('"+big+"')")}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// 400 entries: more than walBackgroundFrames frames, far fewer than
+	// walAutocheckpoint. Only a background checkpoint copies their pages
+	// into the database file.
+	dbBefore := size(path)
+	apply(400)
+	waitFor(t, 10*time.Second, "a background checkpoint to copy the rows into the database file", func() bool {
+		return db.ckpt.runs.Load() > 0 && size(path) > dbBefore+100*4096
+	})
+
+	const entries = 5000
+	apply(entries)
+	// The WAL file never shrinks (a restart writes over it from its
+	// start), so its size is the most frames it held at once. The apply
+	// connection's checkpoint does not run while a background one does,
+	// so the WAL can pass walAutocheckpoint by the frames of a few more
+	// commits.
+	const frame = 4096 + 24 // a 4 KiB page and its frame header
+	got := size(path+"-wal") / frame
+	t.Logf("WAL of %d frames after %d entries of at least 4 frames each; %d background checkpoints", got, 400+entries, db.ckpt.runs.Load())
+	if got > walAutocheckpoint+walBackgroundFrames {
+		t.Errorf("WAL of %d frames after at least %d written: not restarted near %d", got, 4*entries, walAutocheckpoint)
+	}
+}
+
+// waitFor polls cond every 10ms until it returns true or the
+// deadline passes (then it fails the test with what it waited for).
+func waitFor(tb testing.TB, d time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
