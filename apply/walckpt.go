@@ -107,7 +107,7 @@ func (cp *walCheckpointer) wrote(w *conn) {
 	cp.pending = 0
 	select {
 	case cp.kick <- struct{}{}:
-	default: // one is running: it copies these frames too
+	default: // a checkpoint is already asked for: it copies these frames too
 	}
 }
 
